@@ -1,0 +1,127 @@
+//! The `resnetc` command line.
+
+mod compile;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::ir::Graph;
+use crate::lower::{compile_file, Options};
+use crate::syntax::SourceMap;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "resnetc",
+    version,
+    about = "A declarative compiler for residual networks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags shared by every command that builds a graph.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Batch size of the compiled graph.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub batch: u32,
+    /// Input size as CxHxW, overriding the spec's `input`.
+    #[arg(long, value_name = "CxHxW", value_parser = parse_dims)]
+    pub input: Option<[usize; 3]>,
+}
+
+impl BuildArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            batch: self.batch as usize,
+            input: self.input,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Parse, check and lower specs; report every error found.
+    Check {
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+        #[command(flatten)]
+        build: BuildArgs,
+    },
+    /// Compile a spec: print a summary and write the requested artifacts.
+    Compile(compile::CompileArgs),
+}
+
+fn parse_dims(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split(['x', 'X']).collect();
+    let bad = || format!("expected CxHxW such as 3x224x224, found `{s}`");
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let mut out = [0usize; 3];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        *o = p.trim().parse().map_err(|_| bad())?;
+        if *o == 0 {
+            return Err(format!("every dimension must be at least 1, found `{s}`"));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether to colour diagnostics: only on a terminal, and never under NO_COLOR.
+pub fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Compile a spec, printing its diagnostics to stderr on failure.
+pub fn build(path: &Path, opts: &Options) -> Option<(Graph, SourceMap)> {
+    let mut sources = SourceMap::new();
+    match compile_file(path, opts, &mut sources) {
+        Ok(g) => Some((g, sources)),
+        Err(diags) => {
+            eprint!("{}", diags.render(&sources, colour()));
+            let n = diags.len();
+            eprintln!(
+                "error: {} failed with {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { specs, build: b } => check(&specs, &b.options()),
+        Command::Compile(args) => compile::run(&args),
+    }
+}
+
+fn check(specs: &[PathBuf], opts: &Options) -> ExitCode {
+    let mut failed = 0;
+    for p in specs {
+        match build(p, opts) {
+            Some((g, _)) => println!(
+                "ok    {:<34} {:<18} depth {:>4}  {:>12} params  -> {}",
+                p.display().to_string(),
+                g.name,
+                g.depth(),
+                crate::report::group(g.trainable_params()),
+                g.output_shape()
+            ),
+            None => failed += 1,
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} of {} specs failed", specs.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

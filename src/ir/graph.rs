@@ -1,0 +1,179 @@
+//! The graph: a petgraph DAG of ops, one value per node, plus a schedule.
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use super::op::Op;
+use super::shape::Shape;
+use crate::syntax::Span;
+
+/// One op and the value it produces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// Hierarchical stable name, `layer2.0.conv1`: also the state_dict prefix.
+    pub name: String,
+    pub op: Op,
+    pub shape: Shape,
+    /// The `.rn` text this node came from.
+    pub span: Span,
+    /// For nodes made inside a block: the stage statement that instantiated it.
+    pub origin: Option<Span>,
+}
+
+/// A stage of the network as the spec declared it (for reports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageInfo {
+    pub name: String,
+    pub block: String,
+    pub blocks: usize,
+    pub span: Span,
+    /// The stage's last value.
+    pub output: NodeIndex,
+}
+
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub name: String,
+    pub g: StableDiGraph<Node, usize>,
+    /// Execution order: every node after its inputs.
+    pub order: Vec<NodeIndex>,
+    pub input: NodeIndex,
+    pub output: NodeIndex,
+    pub stages: Vec<StageInfo>,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>, input: Node) -> Graph {
+        let mut g = StableDiGraph::new();
+        let idx = g.add_node(input);
+        Graph {
+            name: name.into(),
+            g,
+            order: vec![idx],
+            input: idx,
+            output: idx,
+            stages: Vec::new(),
+        }
+    }
+
+    /// Append a node reading `inputs` (in order) and schedule it last.
+    pub fn push(&mut self, node: Node, inputs: &[NodeIndex]) -> NodeIndex {
+        let idx = self.g.add_node(node);
+        for (slot, &i) in inputs.iter().enumerate() {
+            self.g.add_edge(i, idx, slot);
+        }
+        self.order.push(idx);
+        self.output = idx;
+        idx
+    }
+
+    pub fn node(&self, i: NodeIndex) -> &Node {
+        &self.g[i]
+    }
+
+    /// The inputs of a node, in argument order.
+    pub fn inputs(&self, i: NodeIndex) -> Vec<NodeIndex> {
+        let mut e: Vec<(usize, NodeIndex)> = self
+            .g
+            .edges_directed(i, Direction::Incoming)
+            .map(|e| (*e.weight(), e.source()))
+            .collect();
+        e.sort();
+        e.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Nodes that read this one.
+    pub fn users(&self, i: NodeIndex) -> Vec<NodeIndex> {
+        let mut u: Vec<NodeIndex> = self.g.neighbors_directed(i, Direction::Outgoing).collect();
+        u.sort();
+        u.dedup();
+        u
+    }
+
+    /// Nodes in execution order.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeIndex, &Node)> {
+        self.order.iter().map(move |&i| (i, &self.g[i]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn find(&self, name: &str) -> Option<NodeIndex> {
+        self.order.iter().copied().find(|&i| self.g[i].name == name)
+    }
+
+    pub fn output_shape(&self) -> &Shape {
+        &self.g[self.output].shape
+    }
+
+    pub fn input_shape(&self) -> &Shape {
+        &self.g[self.input].shape
+    }
+
+    /// Trainable parameters, as torchvision counts them.
+    pub fn trainable_params(&self) -> u64 {
+        self.nodes().map(|(_, n)| n.op.trainable_params()).sum()
+    }
+
+    /// Conv and fc layers on the main path: the "50" of ResNet-50. Shortcut
+    /// projections are not counted, as in the paper.
+    pub fn depth(&self) -> usize {
+        self.nodes()
+            .filter(|(_, n)| n.op.is_weighted_layer() && !n.name.contains(".downsample."))
+            .count()
+    }
+
+    /// Multiply-adds of conv and fc layers.
+    pub fn macs(&self) -> u64 {
+        self.nodes().map(|(_, n)| n.op.macs(&n.shape)).sum()
+    }
+
+    /// Every node's inputs come earlier in the schedule and shapes follow the op rules.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, n) in self.nodes() {
+            if !names.insert(n.name.as_str()) {
+                return Err(format!("two values are named `{}`", n.name));
+            }
+            let inputs = self.inputs(i);
+            for j in &inputs {
+                if !seen.contains(j) {
+                    return Err(format!(
+                        "`{}` reads `{}` before it is computed",
+                        n.name, self.g[*j].name
+                    ));
+                }
+            }
+            if i != self.input {
+                let shapes: Vec<&Shape> = inputs.iter().map(|&j| &self.g[j].shape).collect();
+                match n.op.infer(&shapes) {
+                    Ok(s) if s == n.shape => {}
+                    Ok(s) => {
+                        return Err(format!(
+                            "`{}` has shape {} but its op gives {s}",
+                            n.name, n.shape
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "`{}`: expected {}, found {}",
+                            n.name, e.expected, e.found
+                        ))
+                    }
+                }
+            }
+            seen.insert(i);
+        }
+        if self.order.len() != self.g.node_count() {
+            return Err("some nodes are not scheduled".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! The IR: a graph of typed ops with a shape on every value.
+
+pub mod dot;
+pub mod graph;
+pub mod op;
+pub mod shape;
+pub mod text;
+pub mod yaml;
+
+pub use graph::{Graph, Node, StageInfo};
+pub use op::{Op, ParamKind, ParamSpec};
+pub use shape::Shape;

@@ -1,0 +1,94 @@
+//! The textual IR: a stable listing, one value a line, for people and snapshots.
+//!
+//! ```text
+//! layer1.0.conv1   = conv2d(maxpool) out=64 k=3 s=1 p=1          : 1x64x56x56
+//! ```
+
+use std::fmt::Write;
+
+use super::graph::Graph;
+use super::op::Op;
+
+/// The attributes of an op as `key=value` words.
+pub fn attrs(op: &Op) -> String {
+    match *op {
+        Op::Conv2d {
+            out_channels,
+            kernel,
+            stride,
+            padding,
+            groups,
+            bias,
+            ..
+        } => {
+            let mut s = format!("out={out_channels} k={kernel} s={stride} p={padding}");
+            if groups != 1 {
+                let _ = write!(s, " g={groups}");
+            }
+            if bias {
+                s.push_str(" bias");
+            }
+            s
+        }
+        Op::BatchNorm { eps, .. } if eps != super::op::BN_EPS => format!("eps={eps}"),
+        Op::MaxPool {
+            kernel,
+            stride,
+            padding,
+        }
+        | Op::AvgPool {
+            kernel,
+            stride,
+            padding,
+        } => format!("k={kernel} s={stride} p={padding}"),
+        Op::ShortcutPad {
+            stride,
+            pad_before,
+            pad_after,
+        } => format!("s={stride} pad={pad_before}+{pad_after}"),
+        Op::Linear {
+            out_features, bias, ..
+        } => {
+            if bias {
+                format!("out={out_features} bias")
+            } else {
+                format!("out={out_features}")
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// Render the whole graph.
+pub fn render(g: &Graph) -> String {
+    let mut rows = Vec::new();
+    for (i, n) in g.nodes() {
+        let inputs: Vec<&str> = g
+            .inputs(i)
+            .iter()
+            .map(|&j| g.node(j).name.as_str())
+            .collect();
+        let mut rhs = format!("{}({})", n.op.kind(), inputs.join(", "));
+        let a = attrs(&n.op);
+        if !a.is_empty() {
+            rhs.push(' ');
+            rhs.push_str(&a);
+        }
+        rows.push((n.name.as_str(), rhs, n.shape.to_string()));
+    }
+    let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let rhs_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "network {}  # {} -> {}, {} values",
+        g.name,
+        g.input_shape(),
+        g.output_shape(),
+        g.len()
+    );
+    for (name, rhs, shape) in rows {
+        let _ = writeln!(out, "  {name:name_w$} = {rhs:rhs_w$} : {shape}");
+    }
+    out
+}

@@ -1,0 +1,10 @@
+//! resnetc: a declarative compiler for residual networks.
+//!
+//! The stages are types: [`syntax`] parses `.rn` text, [`lower`] checks it and
+//! builds the [`ir::Graph`], and reports and backends take that graph.
+
+pub mod cli;
+pub mod ir;
+pub mod lower;
+pub mod report;
+pub mod syntax;
