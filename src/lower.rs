@@ -86,9 +86,15 @@ enum Mode {
     Plain,
 }
 
+/// Graphs larger than this are spec mistakes (ResNet-1202 has ~4,000 values).
+pub const MAX_NODES: usize = 1_000_000;
+
 struct Lowerer {
     graph: Graph,
     names: HashMap<String, Span>,
+    /// Running totals, checked so that no later report can overflow.
+    macs: u64,
+    params: u64,
 }
 
 struct Scope {
@@ -140,6 +146,8 @@ fn lower_network(prog: &Program, net: &Network, opts: &Options) -> R<Graph> {
     let mut l = Lowerer {
         graph: Graph::new(&net.name.name, input),
         names: HashMap::from([("input".to_string(), dspan)]),
+        macs: 0,
+        params: 0,
     };
     let net_mode = match &net.shortcut {
         Some(s) => mode(s, &Env::new())?,
@@ -349,6 +357,42 @@ impl Lowerer {
                 None => d,
             }
         })?;
+        let too_big = |what: &str| {
+            let mut d = Diagnostic::at(
+                "value",
+                span,
+                format!("`{name}` makes the network's {what} overflow 64 bits"),
+            );
+            if let Some(o) = scope.origin {
+                d = d.label(o, "in this stage");
+            }
+            d.help("sizes this large are almost certainly a mistake in the spec")
+        };
+        self.macs = op
+            .checked_macs(&shape)
+            .and_then(|m| self.macs.checked_add(m))
+            .ok_or_else(|| too_big("multiply-add count"))?;
+        self.params = op
+            .params()
+            .iter()
+            .try_fold(self.params, |acc, p| {
+                p.shape
+                    .iter()
+                    .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                    .and_then(|n| acc.checked_add(n))
+            })
+            .ok_or_else(|| too_big("parameter count"))?;
+        if self.graph.len() >= MAX_NODES {
+            let mut d = Diagnostic::at(
+                "value",
+                span,
+                format!("the network grows past {MAX_NODES} values here"),
+            );
+            if let Some(o) = scope.origin {
+                d = d.label(o, "in this stage");
+            }
+            return Err(d.help("check the stages' repeat counts"));
+        }
         self.names.insert(name.clone(), span);
         let node = Node {
             name,

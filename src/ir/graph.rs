@@ -131,7 +131,8 @@ impl Graph {
 
     /// Multiply-adds of conv and fc layers.
     pub fn macs(&self) -> u64 {
-        self.nodes().map(|(_, n)| n.op.macs(&n.shape)).sum()
+        self.nodes()
+            .fold(0u64, |acc, (_, n)| acc.saturating_add(n.op.macs(&n.shape)))
     }
 
     /// Every node's inputs come earlier in the schedule and shapes follow the op rules.

@@ -344,16 +344,24 @@ impl Op {
 
     /// Multiply-adds of conv and fc, the paper's Table 1 "FLOPs".
     pub fn macs(&self, out: &Shape) -> u64 {
-        match *self {
+        self.checked_macs(out).unwrap_or(u64::MAX)
+    }
+
+    /// [`Op::macs`], or `None` if the count does not fit in 64 bits.
+    pub fn checked_macs(&self, out: &Shape) -> Option<u64> {
+        let per_output = match *self {
             Op::Conv2d {
                 in_channels,
                 kernel,
                 groups,
                 ..
-            } => out.numel() * (in_channels / groups.max(1) * kernel * kernel) as u64,
-            Op::Linear { in_features, .. } => out.numel() * in_features as u64,
-            _ => 0,
-        }
+            } => ((in_channels / groups.max(1)) as u64)
+                .checked_mul(kernel as u64)?
+                .checked_mul(kernel as u64)?,
+            Op::Linear { in_features, .. } => in_features as u64,
+            _ => return Some(0),
+        };
+        out.checked_numel()?.checked_mul(per_output)
     }
 
     /// True for ops the paper counts as layers (conv and fc): "ResNet-50" has 50.

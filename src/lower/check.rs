@@ -9,6 +9,9 @@ use super::sig::{match_args, primitive, PRIMITIVES};
 use crate::syntax::ast::{BlockDef, Expr, ExprKind, Network, ShortcutKind, ShortcutSpec, Stmt};
 use crate::syntax::{Diagnostic, Diagnostics};
 
+/// The most blocks a stage may repeat (ResNet-1202 has 200).
+pub const MAX_REPEAT: u64 = 10_000;
+
 /// The parameters of `add shortcut(...)`.
 pub const SHORTCUT_PARAMS: &[&str] = &["from", "project_from", "bn"];
 
@@ -91,11 +94,14 @@ impl Checker<'_> {
             if let Some(e) = &st.stride {
                 self.expr(e, &HashSet::new());
             }
-            if st.repeat == 0 {
+            if st.repeat == 0 || st.repeat > MAX_REPEAT {
                 self.diags.push(Diagnostic::at(
                     "value",
                     st.repeat_span,
-                    "a stage needs at least one block, found `x 0`",
+                    format!(
+                        "expected a stage of 1 to {MAX_REPEAT} blocks, found `x {}`",
+                        st.repeat
+                    ),
                 ));
             }
             let name = &st.block.name;

@@ -1,0 +1,114 @@
+//! The command line as a user meets it: exit codes, output and artifacts.
+
+mod common;
+
+use std::process::Command;
+
+fn resnetc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_resnetc"))
+        .args(args)
+        .current_dir(common::root())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_passes_on_every_spec() {
+    let specs: Vec<String> = common::all_specs()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = vec!["check"];
+    args.extend(specs.iter().map(String::as_str));
+    let (code, out, err) = resnetc(&args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok")).count(),
+        specs.len()
+    );
+}
+
+#[test]
+fn check_fails_with_location_and_nonzero_exit() {
+    let (code, _, err) = resnetc(&[
+        "check",
+        "specs/resnet18.rn",
+        "tests/diagnostics/unknown_op.rn",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("tests/diagnostics/unknown_op.rn:5:10"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `basic`?"), "{err}");
+    assert!(err.contains("1 of 2 specs failed"), "{err}");
+}
+
+#[test]
+fn compile_writes_artifacts_and_prints_a_summary() {
+    let dir = std::env::temp_dir().join(format!("resnetc-cli-{}", std::process::id()));
+    let d = dir.display().to_string();
+    let (code, out, err) = resnetc(&[
+        "compile",
+        "specs/resnet152.rn",
+        "-o",
+        &d,
+        "--emit",
+        "ir,yaml,dot",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("depth 152"), "{out}");
+    assert!(out.contains("60,192,808"), "{out}");
+    assert!(out.contains("11,282,415,616"), "{out}");
+    for ext in ["ir", "yaml", "dot"] {
+        let p = dir.join(format!("resnet152.{ext}"));
+        assert!(
+            std::fs::metadata(&p).unwrap().len() > 1000,
+            "{}",
+            p.display()
+        );
+    }
+    let yaml = std::fs::read_to_string(dir.join("resnet152.yaml")).unwrap();
+    assert!(
+        yaml.contains("source: specs/resnet152.rn:"),
+        "spans reach the YAML"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compile_to_stdout_with_batch_and_input() {
+    let (code, out, err) = resnetc(&[
+        "compile",
+        "specs/cifar/resnet20.rn",
+        "-o",
+        "-",
+        "--batch",
+        "8",
+        "--input",
+        "3x64x64",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("network resnet20  # 8x3x64x64 -> 8x10"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_flags_are_errors() {
+    let (code, _, err) = resnetc(&["compile", "specs/resnet18.rn", "--input", "3x224"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected CxHxW"), "{err}");
+    let (code, _, err) = resnetc(&["compile", "specs/resnet18.rn", "--batch", "0"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = resnetc(&["compile", "specs/nope.rn"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read spec `specs/nope.rn`"), "{err}");
+}
