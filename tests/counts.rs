@@ -16,6 +16,8 @@ fn torchvision_and_paper_figures() {
         ("specs/resnet50_v1_5.rn", 25_557_032, 4_089_184_256),
         ("specs/resnet101.rn", 44_549_160, 7_570_194_432),
         ("specs/resnet152.rn", 60_192_808, 11_282_415_616),
+        ("specs/resnet101_v1_5.rn", 44_549_160, 7_801_405_440),
+        ("specs/resnet152_v1_5.rn", 60_192_808, 11_513_626_624),
         ("specs/cifar/resnet20.rn", 269_722, 40_551_040),
         ("specs/cifar/resnet32.rn", 464_154, 68_862_592),
         ("specs/cifar/resnet44.rn", 658_586, 97_174_144),
@@ -34,7 +36,7 @@ fn torchvision_and_paper_figures() {
 fn reference_key(stem: &str) -> String {
     match stem {
         "resnet50" | "resnet101" | "resnet152" => format!("{stem}_v1"),
-        "resnet50_v1_5" => "resnet50".into(),
+        "resnet50_v1_5" | "resnet101_v1_5" | "resnet152_v1_5" => stem.replace("_v1_5", ""),
         "resnet34_a" => "resnet34_optA".into(),
         "resnet34_c" => "resnet34_optC".into(),
         other => other.into(),
@@ -81,7 +83,7 @@ fn every_spec_matches_the_pytorch_reference() {
         assert_eq!(out, expected, "{key} output");
         checked += 1;
     }
-    assert_eq!(checked, 24, "every spec and example has a reference");
+    assert_eq!(checked, 26, "every spec and example has a reference");
 }
 
 /// Table 1's output sizes and the depth in each network's name (6n+2 on CIFAR).

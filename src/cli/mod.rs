@@ -1,6 +1,7 @@
 //! The `resnetc` command line.
 
 mod compile;
+mod report;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,8 @@ pub enum Command {
     },
     /// Compile a spec: print a summary and write the requested artifacts.
     Compile(compile::CompileArgs),
+    /// Parameters, MACs, FLOPs and memory: per layer, per stage and in total.
+    Report(report::ReportArgs),
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { specs, build: b } => check(&specs, &b.options()),
         Command::Compile(args) => compile::run(&args),
+        Command::Report(args) => report::run(&args),
     }
 }
 

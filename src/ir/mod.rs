@@ -1,7 +1,9 @@
 //! The IR: a graph of typed ops with a shape on every value.
 
+pub mod cost;
 pub mod dot;
 pub mod graph;
+pub mod liveness;
 pub mod op;
 pub mod shape;
 pub mod text;

@@ -1,6 +1,12 @@
 //! Reports over a graph: counts and costs. Ops own their cost rules; this
 //! module only adds them up and formats them.
 
+pub mod build;
+pub mod plot;
+pub mod table;
+
+pub use build::{build, Report};
+
 /// `11689512` -> `11,689,512`.
 pub fn group(n: u64) -> String {
     let s = n.to_string();
@@ -29,6 +35,11 @@ pub fn si(n: u64) -> String {
         (x, "")
     };
     format!("{v:.2} {unit}").trim_end().to_string()
+}
+
+/// Bytes as MiB with two decimals.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 #[cfg(test)]
