@@ -3,8 +3,11 @@
 //! The stages are types: [`syntax`] parses `.rn` text, [`lower`] checks it and
 //! builds the [`ir::Graph`], and reports and backends take that graph.
 
+pub mod backend;
 pub mod cli;
+pub mod io;
 pub mod ir;
 pub mod lower;
 pub mod report;
 pub mod syntax;
+pub mod weights;

@@ -112,3 +112,56 @@ fn bad_flags_are_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("cannot read spec `specs/nope.rn`"), "{err}");
 }
+
+#[test]
+fn init_then_run_on_images_prints_top5_with_names() {
+    let dir = std::env::temp_dir().join(format!("resnetc-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("r18.safetensors");
+    let w = w.to_str().unwrap();
+    let (code, out, err) = resnetc(&["init", "specs/resnet18.rn", "-o", w, "--seed", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("102 tensors"), "{out}");
+    let y = dir.join("y.npy");
+    let (code, out, err) = resnetc(&[
+        "run",
+        "specs/resnet18.rn",
+        "--weights",
+        w,
+        "--image",
+        "tests/golden/image/photo.jpg",
+        "tests/golden/image/photo.png",
+        "--output",
+        y.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // Two images, a header line and five classes each, with ImageNet names.
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 12, "{out}");
+    assert_eq!(lines[0], "tests/golden/image/photo.jpg");
+    assert!(lines[1].contains('%'), "{out}");
+    let names = resnetc::io::IMAGENET_CLASSES;
+    assert!(
+        lines[1..6]
+            .iter()
+            .all(|l| names.lines().any(|n| l.ends_with(n))),
+        "{out}"
+    );
+    let logits = resnetc::io::npy::read(&y).unwrap();
+    assert_eq!(logits.shape(), &[2, 1000]);
+    // Missing image: a clear error, nothing run.
+    let (code, _, err) = resnetc(&[
+        "run",
+        "specs/resnet18.rn",
+        "--weights",
+        w,
+        "--image",
+        "nope.jpg",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read image `nope.jpg`"), "{err}");
+    // Neither --input nor --image.
+    let (code, _, err) = resnetc(&["run", "specs/resnet18.rn", "--weights", w]);
+    assert_eq!(code, 2, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,7 +1,9 @@
 //! The `resnetc` command line.
 
 mod compile;
+mod init;
 mod report;
+mod run;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,10 @@ pub enum Command {
     Compile(compile::CompileArgs),
     /// Parameters, MACs, FLOPs and memory: per layer, per stage and in total.
     Report(report::ReportArgs),
+    /// Write deterministic He-initialized weights for a spec.
+    Init(init::InitArgs),
+    /// Run a spec on weights and inputs (.npy or images).
+    Run(run::RunArgs),
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
@@ -104,6 +110,8 @@ pub fn main() -> ExitCode {
         Command::Check { specs, build: b } => check(&specs, &b.options()),
         Command::Compile(args) => compile::run(&args),
         Command::Report(args) => report::run(&args),
+        Command::Init(args) => init::run(&args),
+        Command::Run(args) => run::run(&args),
     }
 }
 

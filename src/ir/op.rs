@@ -200,7 +200,16 @@ impl Op {
                 }
                 x.clone()
             }
-            Op::Relu | Op::Softmax => x.clone(),
+            Op::Relu => x.clone(),
+            Op::Softmax => {
+                if x.rank() != 2 {
+                    return Err(
+                        ShapeError::new("a flat NxF input to softmax", format!("{x}"))
+                            .help("add `flatten` (and usually `fc`) before `softmax`"),
+                    );
+                }
+                x.clone()
+            }
             Op::MaxPool {
                 kernel,
                 stride,

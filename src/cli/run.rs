@@ -1,0 +1,136 @@
+//! `resnetc run`: a spec, weights and inputs in; logits and top-K classes out.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::ValueEnum;
+use ndarray::{Array4, ArrayD, Axis, Ix2};
+
+use crate::backend::interp;
+use crate::io::{class_name, image, npy};
+use crate::lower::Options;
+use crate::weights::file;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter (ndarray).
+    Interp,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("data").required(true).args(["input", "image"])))]
+pub struct RunArgs {
+    pub spec: PathBuf,
+    /// Weights (.safetensors) with torchvision's state_dict keys.
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input batch as .npy, float32 NCHW.
+    #[arg(long, value_name = "X.npy")]
+    pub input: Option<PathBuf>,
+    /// Images (JPEG/PNG): resized to 256, centre-cropped to 224, normalized.
+    #[arg(long, num_args = 1.., value_name = "FILE")]
+    pub image: Vec<PathBuf>,
+    /// Write the logits (the values before the final softmax) as .npy.
+    #[arg(long, value_name = "Y.npy")]
+    pub output: Option<PathBuf>,
+    /// Print the K most likely classes of each input.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    pub backend: Backend,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
+fn load_inputs(args: &RunArgs) -> Result<(ArrayD<f32>, Vec<String>), String> {
+    if let Some(p) = &args.input {
+        let x = npy::read(p)?;
+        if x.ndim() != 4 {
+            return Err(format!(
+                "`{}`: expected a 4-d NCHW array, found shape {:?}",
+                p.display(),
+                x.shape()
+            ));
+        }
+        let labels = (0..x.shape()[0])
+            .map(|i| format!("{}[{i}]", p.display()))
+            .collect();
+        return Ok((x, labels));
+    }
+    let mut images: Vec<Array4<f32>> = Vec::new();
+    for p in &args.image {
+        images.push(image::load(p, 256, 224)?);
+    }
+    let views: Vec<_> = images.iter().map(|a| a.view()).collect();
+    let x = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
+    let labels = args.image.iter().map(|p| p.display().to_string()).collect();
+    Ok((x.into_dyn(), labels))
+}
+
+pub fn run(args: &RunArgs) -> ExitCode {
+    let (x, labels) = match load_inputs(args) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let s = x.shape();
+    // The graph is compiled for this batch and size (the nets are fully
+    // convolutional up to the global pool).
+    let opts = Options {
+        batch: s[0],
+        input: Some([s[1], s[2], s[3]]),
+    };
+    let Some((g, _)) = super::build(&args.spec, &opts) else {
+        return ExitCode::FAILURE;
+    };
+    let weights = match file::load(&args.weights) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let bound = match weights.bind(&g, &args.weights.display().to_string()) {
+        Ok(b) => b,
+        Err(e) => return fail(e),
+    };
+    let start = Instant::now();
+    let logits_at = interp::logits_node(&g);
+    let logits = match interp::run(&g, &bound, x, &[logits_at]) {
+        Ok(mut v) => v.remove(0),
+        Err(e) => return fail(e),
+    };
+    let elapsed = start.elapsed();
+    if let Some(out) = &args.output {
+        if let Err(e) = npy::write(out, &logits) {
+            return fail(e);
+        }
+    }
+    eprintln!(
+        "{}: {} inputs in {:.1} ms ({} backend)",
+        g.name,
+        labels.len(),
+        elapsed.as_secs_f64() * 1e3,
+        args.backend
+            .to_possible_value()
+            .map_or("?".into(), |v| v.get_name().to_string())
+    );
+    if let (Ok(l2), true) = (logits.view().into_dimensionality::<Ix2>(), args.top > 0) {
+        let probs = interp::kernels::softmax(l2);
+        let classes = probs.shape()[1];
+        for (row, label) in probs.outer_iter().zip(&labels) {
+            println!("{label}");
+            let mut idx: Vec<usize> = (0..classes).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            for &c in idx.iter().take(args.top) {
+                println!(
+                    "  {:>6.2}%  {:>4}  {}",
+                    row[c] * 100.0,
+                    c,
+                    class_name(c, classes)
+                );
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
