@@ -13,6 +13,7 @@ use std::path::Path;
 
 use petgraph::stable_graph::NodeIndex;
 
+use crate::ir::op::Residual;
 use crate::ir::{Graph, Node, Op, Shape, StageInfo};
 use crate::syntax::ast::{Arg, BlockDef, ExprKind, Network, ShortcutKind, ShortcutSpec, Stmt};
 use crate::syntax::{Diagnostic, Diagnostics, SourceMap, Span};
@@ -443,6 +444,8 @@ impl Lowerer {
                             padding: size("pad", 0, "padding")?,
                             groups: size("groups", 1, "groups")?,
                             bias: b.bool("bias"),
+                            residual: Residual::None,
+                            relu: false,
                         },
                         "bn" => Op::BatchNorm {
                             channels: x.channels(),
@@ -595,6 +598,8 @@ impl Lowerer {
                     padding: 0,
                     groups: 1,
                     bias: false,
+                    residual: Residual::None,
+                    relu: false,
                 };
                 let name = Self::full_name(scope, "downsample.0");
                 let mut out = self.add_node(scope, name, conv, &[project_from], span)?;

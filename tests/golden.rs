@@ -9,6 +9,7 @@ use std::path::Path;
 use resnetc::backend::interp;
 use resnetc::io::npy;
 use resnetc::lower::Options;
+use resnetc::passes;
 use resnetc::weights::{file, init};
 
 const TOLERANCE: f32 = 1e-4;
@@ -23,7 +24,8 @@ fn relative_error(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>) -> f32 {
     diff / scale
 }
 
-fn run_case(dir: &Path) -> f32 {
+/// The error of the unoptimized and of the fully optimized graph.
+fn run_case(dir: &Path) -> (f32, f32) {
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let dims: Vec<usize> = serde_json::from_value(case["input"].clone()).unwrap();
@@ -45,11 +47,24 @@ fn run_case(dir: &Path) -> f32 {
     let bound = weights.bind(&g, &dir.display().to_string()).unwrap();
     let x = npy::read(&dir.join("input.npy")).unwrap();
     let want = npy::read(&dir.join("logits.npy")).unwrap();
-    let got = interp::run(&g, &bound, x, &[interp::logits_node(&g)])
+    let got = interp::run(&g, &bound, x.clone(), &[interp::logits_node(&g)])
         .unwrap()
         .remove(0);
     assert_eq!(got.shape(), want.shape(), "{}", dir.display());
-    relative_error(&got, &want)
+    let m = passes::Module {
+        graph: g,
+        weights: Some(bound),
+    };
+    let opts = passes::Options {
+        level: 2,
+        ..Default::default()
+    };
+    let (m, _) = passes::optimize(m, &opts).unwrap();
+    let w = m.weights.as_ref().unwrap();
+    let opt = interp::run(&m.graph, w, x, &[interp::logits_node(&m.graph)])
+        .unwrap()
+        .remove(0);
+    (relative_error(&got, &want), relative_error(&opt, &want))
 }
 
 #[test]
@@ -63,13 +78,15 @@ fn interpreter_agrees_with_pytorch() {
     assert!(cases.len() >= 7, "golden cases are missing");
     let mut failures = Vec::new();
     for dir in &cases {
-        let err = run_case(dir);
+        let (plain, optimized) = run_case(dir);
         eprintln!(
-            "{:<24} max relative error {err:.2e}",
+            "{:<24} max relative error {plain:.2e} (-O0), {optimized:.2e} (-O2)",
             dir.file_name().unwrap().to_string_lossy()
         );
-        if err.is_nan() || err > TOLERANCE {
-            failures.push(format!("{}: {err:.3e}", dir.display()));
+        for err in [plain, optimized] {
+            if err.is_nan() || err > TOLERANCE {
+                failures.push(format!("{}: {err:.3e}", dir.display()));
+            }
         }
     }
     assert!(failures.is_empty(), "beyond {TOLERANCE}: {failures:?}");

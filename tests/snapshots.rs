@@ -18,3 +18,28 @@ fn ir_of_examples() {
         insta::assert_snapshot!(text::render(&common::compile(path)));
     });
 }
+
+#[test]
+fn optimized_ir() {
+    use resnetc::passes::{self, Module};
+    for spec in [
+        "specs/resnet18.rn",
+        "specs/resnet50.rn",
+        "specs/cifar/resnet20.rn",
+    ] {
+        let g = common::compile(&common::root().join(spec));
+        let (m, _) = passes::optimize(
+            Module {
+                graph: g,
+                weights: None,
+            },
+            &passes::Options {
+                level: 2,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let name = format!("optimized_{}", m.graph.name);
+        insta::assert_snapshot!(name, text::render(&m.graph));
+    }
+}

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use clap::ValueEnum;
 
-use super::{build, BuildArgs};
+use super::{build, optimize, BuildArgs, OptArgs};
 use crate::ir::{dot, text, yaml::GraphDoc, Graph};
+use crate::passes::Module;
 use crate::report::{group, si};
 use crate::syntax::SourceMap;
 
@@ -43,11 +44,20 @@ pub struct CompileArgs {
     pub emit: Vec<Emit>,
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub opt: OptArgs,
 }
 
 pub fn run(args: &CompileArgs) -> ExitCode {
     let start = Instant::now();
-    let Some((g, sources)) = build(&args.spec, &args.build.options()) else {
+    let Some((spec_graph, sources)) = build(&args.spec, &args.build.options()) else {
+        return ExitCode::FAILURE;
+    };
+    let module = Module {
+        graph: spec_graph.clone(),
+        weights: None,
+    };
+    let Some(Module { graph: g, .. }) = optimize(module, &args.opt) else {
         return ExitCode::FAILURE;
     };
     let artifacts: Vec<(Emit, String)> = args
@@ -63,7 +73,8 @@ pub fn run(args: &CompileArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    print!("{}", summary(&g, &args.spec.display().to_string()));
+    print!("{}", summary(&spec_graph, &args.spec.display().to_string()));
+    print!("{}", optimized_line(&spec_graph, &g, args.opt.level));
     if let Err(e) = std::fs::create_dir_all(&args.output) {
         eprintln!("error: cannot create `{}`: {e}", args.output.display());
         return ExitCode::FAILURE;
@@ -88,6 +99,20 @@ fn artifact(g: &Graph, e: Emit, sources: &SourceMap) -> String {
             .to_yaml()
             .unwrap_or_else(|err| format!("# cannot serialize: {err}\n")),
     }
+}
+
+/// What the optimizer did, in one line.
+pub fn optimized_line(before: &Graph, after: &Graph, level: u8) -> String {
+    let sum: u64 = after.nodes().map(|(_, n)| n.shape.numel() * 4).sum();
+    let arena = after.plan.as_ref().map_or(0, |p| p.arena_bytes);
+    format!(
+        "  optimized   -O{level}: {} -> {} values, {} parameters; activation arena {} (values sum {})\n",
+        before.len(),
+        after.len(),
+        group(after.trainable_params()),
+        crate::report::mib(arena),
+        crate::report::mib(sum)
+    )
 }
 
 /// The few lines a user reads after `compile`.

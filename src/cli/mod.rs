@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::ir::Graph;
 use crate::lower::{compile_file, Options};
+use crate::passes;
 use crate::syntax::SourceMap;
 
 #[derive(Parser, Debug)]
@@ -42,6 +43,53 @@ impl BuildArgs {
         Options {
             batch: self.batch as usize,
             input: self.input,
+        }
+    }
+}
+
+/// Optimizer flags shared by compile, run and report.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OptArgs {
+    /// 0: plan memory only; 1: fold BN, remove dead code and identities;
+    /// 2: also fuse residual adds and ReLUs into conv epilogues.
+    #[arg(long = "opt-level", short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub level: u8,
+    /// Print the IR after this pass (repeatable); see --print-after-all.
+    #[arg(long, value_name = "PASS", value_parser = clap::builder::PossibleValuesParser::new(passes::pass_names()))]
+    pub print_after: Vec<String>,
+    /// Print the IR after every pass.
+    #[arg(long)]
+    pub print_after_all: bool,
+    /// Print how long each pass took.
+    #[arg(long)]
+    pub time_passes: bool,
+}
+
+impl OptArgs {
+    pub fn options(&self) -> passes::Options {
+        passes::Options {
+            level: self.level,
+            print_after: self.print_after.clone(),
+            print_after_all: self.print_after_all,
+            time_passes: self.time_passes,
+        }
+    }
+}
+
+/// Run the optimizer, printing what --print-after and --time-passes ask for
+/// to stderr.
+pub fn optimize(m: passes::Module, opt: &OptArgs) -> Option<passes::Module> {
+    match passes::optimize(m, &opt.options()) {
+        Ok((m, log)) => {
+            eprint!("{}", log.printed);
+            if opt.time_passes {
+                eprint!("{}", log.timing());
+            }
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
         }
     }
 }

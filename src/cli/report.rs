@@ -32,6 +32,8 @@ pub struct ReportArgs {
     pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
+    #[command(flatten)]
+    pub opt: super::OptArgs,
 }
 
 pub fn run(args: &ReportArgs) -> ExitCode {
@@ -41,7 +43,15 @@ pub fn run(args: &ReportArgs) -> ExitCode {
         let Some((g, _)) = build(spec, &opts) else {
             return ExitCode::FAILURE;
         };
-        reports.push(report::build(&g, &spec.display().to_string()));
+        let r = report::build(&g, &spec.display().to_string());
+        let module = crate::passes::Module {
+            graph: g,
+            weights: None,
+        };
+        let Some(m) = super::optimize(module, &args.opt) else {
+            return ExitCode::FAILURE;
+        };
+        reports.push(report::build::with_optimized(r, &m.graph, args.opt.level));
     }
     let depth = args.depth as usize;
     let text = match (args.format, reports.as_slice()) {

@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub top: usize,
     #[arg(long, value_enum, default_value_t = Backend::Interp)]
     pub backend: Backend,
+    #[command(flatten)]
+    pub opt: super::OptArgs,
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -93,6 +95,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let bound = match weights.bind(&g, &args.weights.display().to_string()) {
         Ok(b) => b,
         Err(e) => return fail(e),
+    };
+    let module = crate::passes::Module {
+        graph: g,
+        weights: Some(bound),
+    };
+    let Some(crate::passes::Module {
+        graph: g,
+        weights: Some(bound),
+    }) = super::optimize(module, &args.opt)
+    else {
+        return ExitCode::FAILURE;
     };
     let start = Instant::now();
     let logits_at = interp::logits_node(&g);

@@ -95,11 +95,26 @@ impl Op {
         let macs = self.macs(out);
         let mut flops = Flops::default();
         match *self {
-            Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => {
+            Op::Conv2d {
+                bias,
+                residual,
+                relu,
+                ..
+            } => {
+                flops.conv_fc = macs.saturating_mul(2);
+                flops.bias = if bias { n } else { 0 };
+                flops.add = if residual.is_none() { 0 } else { n };
+                flops.relu = if relu { n } else { 0 };
+            }
+            Op::Linear { bias, .. } => {
                 flops.conv_fc = macs.saturating_mul(2);
                 if bias {
                     flops.bias = n;
                 }
+            }
+            Op::ScaleShift { relu, .. } => {
+                flops.batch_norm = 2 * n;
+                flops.relu = if relu { n } else { 0 };
             }
             Op::BatchNorm { .. } => flops.batch_norm = 2 * n,
             Op::Relu => flops.relu = n,
@@ -113,7 +128,17 @@ impl Op {
             Op::Softmax => flops.softmax = 4 * n,
             Op::Input | Op::ShortcutPad { .. } | Op::Flatten => {}
         }
-        let read: u64 = inputs.iter().map(|s| s.numel()).sum::<u64>() + all_params;
+        // A fused option A residual reads only the pixels it keeps.
+        let read: u64 = match self {
+            Op::Conv2d { residual, .. } if inputs.len() == 2 => {
+                inputs[0].numel()
+                    + residual
+                        .read_shape(inputs[1])
+                        .numel()
+                        .min(inputs[1].numel())
+            }
+            _ => inputs.iter().map(|s| s.numel()).sum::<u64>(),
+        } + all_params;
         Cost {
             params,
             bn_stats: all_params - params,

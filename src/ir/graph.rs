@@ -41,6 +41,8 @@ pub struct Graph {
     pub input: NodeIndex,
     pub output: NodeIndex,
     pub stages: Vec<StageInfo>,
+    /// Set by the memory planning pass; any rewrite after it drops it.
+    pub plan: Option<super::plan::MemoryPlan>,
 }
 
 impl Graph {
@@ -54,6 +56,7 @@ impl Graph {
             input: idx,
             output: idx,
             stages: Vec::new(),
+            plan: None,
         }
     }
 
@@ -70,6 +73,49 @@ impl Graph {
 
     pub fn node(&self, i: NodeIndex) -> &Node {
         &self.g[i]
+    }
+
+    pub fn node_mut(&mut self, i: NodeIndex) -> &mut Node {
+        &mut self.g[i]
+    }
+
+    /// Make every reader of `old` read `new` instead (same argument slots).
+    pub fn replace_uses(&mut self, old: NodeIndex, new: NodeIndex) {
+        let uses: Vec<(NodeIndex, usize)> = self
+            .g
+            .edges_directed(old, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight()))
+            .collect();
+        for (t, slot) in uses {
+            if let Some(e) = self.g.find_edge(old, t) {
+                self.g.remove_edge(e);
+            }
+            self.g.add_edge(new, t, slot);
+        }
+        if self.output == old {
+            self.output = new;
+        }
+    }
+
+    /// Set a node's inputs, in argument order.
+    pub fn set_inputs(&mut self, i: NodeIndex, inputs: &[NodeIndex]) {
+        let old: Vec<_> = self
+            .g
+            .edges_directed(i, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.g.remove_edge(e);
+        }
+        for (slot, &j) in inputs.iter().enumerate() {
+            self.g.add_edge(j, i, slot);
+        }
+    }
+
+    /// Remove a node nobody reads any more.
+    pub fn remove(&mut self, i: NodeIndex) {
+        self.g.remove_node(i);
+        self.order.retain(|&j| j != i);
     }
 
     /// The inputs of a node, in argument order.

@@ -5,6 +5,7 @@ pub mod dot;
 pub mod graph;
 pub mod liveness;
 pub mod op;
+pub mod plan;
 pub mod shape;
 pub mod text;
 pub mod yaml;

@@ -11,6 +11,9 @@ pub const BN_EPS: f64 = 1e-5;
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Op {
     Input,
+    /// Convolution, optionally with a fused epilogue:
+    /// `out = relu?(conv(x) + bias + residual)`, where the residual is a
+    /// second input read as-is or through the option A stride and zero-pad.
     Conv2d {
         in_channels: usize,
         out_channels: usize,
@@ -19,6 +22,16 @@ pub enum Op {
         padding: usize,
         groups: usize,
         bias: bool,
+        #[serde(default, skip_serializing_if = "Residual::is_none")]
+        residual: Residual,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        relu: bool,
+    },
+    /// A BN that could not fold: `relu?(x * scale + shift)` per channel.
+    ScaleShift {
+        channels: usize,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        relu: bool,
     },
     BatchNorm {
         channels: usize,
@@ -51,6 +64,45 @@ pub enum Op {
         bias: bool,
     },
     Softmax,
+}
+
+/// How a fused conv reads its residual input (the second input).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Residual {
+    #[default]
+    None,
+    /// Added element by element.
+    Add,
+    /// The option A shortcut: every `stride`-th pixel, zero channels around.
+    PadAdd {
+        stride: usize,
+        pad_before: usize,
+        pad_after: usize,
+    },
+}
+
+impl Residual {
+    pub fn is_none(&self) -> bool {
+        *self == Residual::None
+    }
+
+    /// The shape of the residual input as the epilogue reads it.
+    pub fn read_shape(&self, r: &Shape) -> Shape {
+        match *self {
+            Residual::PadAdd {
+                stride,
+                pad_before,
+                pad_after,
+            } if r.rank() == 4 && stride > 0 => Shape::nchw(
+                r.batch(),
+                r.channels() + pad_before + pad_after,
+                r.height().div_ceil(stride),
+                r.width().div_ceil(stride),
+            ),
+            _ => r.clone(),
+        }
+    }
 }
 
 /// Why an op cannot take the shapes it was given.
@@ -120,6 +172,7 @@ impl Op {
         match self {
             Op::Input => "input",
             Op::Conv2d { .. } => "conv2d",
+            Op::ScaleShift { .. } => "scale_shift",
             Op::BatchNorm { .. } => "batch_norm",
             Op::Relu => "relu",
             Op::MaxPool { .. } => "max_pool",
@@ -137,6 +190,7 @@ impl Op {
         match self {
             Op::Input => 0,
             Op::Add => 2,
+            Op::Conv2d { residual, .. } if !residual.is_none() => 2,
             _ => 1,
         }
     }
@@ -171,6 +225,7 @@ impl Op {
                 stride,
                 padding,
                 groups,
+                residual,
                 ..
             } => {
                 spatial("conv")?;
@@ -188,10 +243,36 @@ impl Op {
                     .help("both the input and the output channels must be multiples of `groups`"));
                 }
                 let (h, w) = window(x, kernel, stride, padding, "conv")?;
-                Shape::nchw(x.batch(), out_channels, h, w)
+                let out = Shape::nchw(x.batch(), out_channels, h, w);
+                if let Some(r) = inputs.get(1) {
+                    let read = residual.read_shape(r);
+                    if read != out {
+                        return Err(ShapeError::new(
+                            format!("a residual that reads as {out}"),
+                            format!("{r}, read as {read}"),
+                        ));
+                    }
+                }
+                out
+            }
+            Op::ScaleShift { channels, .. } => {
+                spatial("scale-shift")?;
+                if x.channels() != channels {
+                    return Err(ShapeError::new(
+                        format!("{channels} channels"),
+                        format!("{}", x.channels()),
+                    ));
+                }
+                x.clone()
             }
             Op::BatchNorm { channels, .. } => {
-                spatial("batch norm")?;
+                // NCHW (BatchNorm2d) or NxF after an fc (BatchNorm1d).
+                if x.rank() != 4 && x.rank() != 2 {
+                    return Err(ShapeError::new(
+                        "a 4-d NxCxHxW or 2-d NxF input to batch norm",
+                        format!("{x}"),
+                    ));
+                }
                 if x.channels() != channels {
                     return Err(ShapeError::new(
                         format!("{channels} channels"),
@@ -317,6 +398,10 @@ impl Op {
                 }
                 v
             }
+            Op::ScaleShift { channels, .. } => vec![
+                p("weight", vec![channels], ParamKind::Weight),
+                p("bias", vec![channels], ParamKind::Bias),
+            ],
             Op::BatchNorm { channels, .. } => vec![
                 p("weight", vec![channels], ParamKind::Weight),
                 p("bias", vec![channels], ParamKind::Bias),

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::graph::Graph;
-use super::op::Op;
+use super::op::{Op, Residual};
 
 /// The attributes of an op as `key=value` words.
 pub fn attrs(op: &Op) -> String {
@@ -19,6 +19,8 @@ pub fn attrs(op: &Op) -> String {
             padding,
             groups,
             bias,
+            residual,
+            relu,
             ..
         } => {
             let mut s = format!("out={out_channels} k={kernel} s={stride} p={padding}");
@@ -28,8 +30,23 @@ pub fn attrs(op: &Op) -> String {
             if bias {
                 s.push_str(" bias");
             }
+            match residual {
+                Residual::None => {}
+                Residual::Add => s.push_str(" +residual"),
+                Residual::PadAdd {
+                    stride,
+                    pad_before,
+                    pad_after,
+                } => {
+                    let _ = write!(s, " +residual(s={stride} pad={pad_before}+{pad_after})");
+                }
+            }
+            if relu {
+                s.push_str(" relu");
+            }
             s
         }
+        Op::ScaleShift { relu: true, .. } => "relu".into(),
         Op::BatchNorm { eps, .. } if eps != super::op::BN_EPS => format!("eps={eps}"),
         Op::MaxPool {
             kernel,
@@ -74,12 +91,19 @@ pub fn render(g: &Graph) -> String {
             rhs.push(' ');
             rhs.push_str(&a);
         }
-        rows.push((n.name.as_str(), rhs, n.shape.to_string()));
+        let mut shape = n.shape.to_string();
+        if let Some(slot) = g.plan.as_ref().and_then(|p| p.slot(i)) {
+            shape = format!("{shape:<14} @{}", slot.offset);
+            if let Some(d) = slot.inplace_of {
+                let _ = write!(shape, " (in place of {})", g.node(d).name);
+            }
+        }
+        rows.push((n.name.as_str(), rhs, shape));
     }
     let name_w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let rhs_w = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     let mut out = String::new();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "network {}  # {} -> {}, {} values",
         g.name,
@@ -87,8 +111,15 @@ pub fn render(g: &Graph) -> String {
         g.output_shape(),
         g.len()
     );
+    match &g.plan {
+        Some(p) => {
+            let _ = writeln!(out, ", arena {} bytes", p.arena_bytes);
+        }
+        None => out.push('\n'),
+    }
     for (name, rhs, shape) in rows {
-        let _ = writeln!(out, "  {name:name_w$} = {rhs:rhs_w$} : {shape}");
+        let line = format!("  {name:name_w$} = {rhs:rhs_w$} : {shape}");
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

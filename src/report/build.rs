@@ -27,6 +27,26 @@ pub struct Report {
     /// Every value but the input, in execution order.
     pub layers: Vec<Layer>,
     pub conventions: Conventions,
+    /// The same network after the optimizer, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optimized: Option<Optimized>,
+}
+
+/// Totals of the optimized graph: what a backend runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Optimized {
+    pub opt_level: u8,
+    pub values: usize,
+    pub values_before: usize,
+    pub params: u64,
+    pub bn_running_stats: u64,
+    pub macs: u64,
+    pub flops: u64,
+    pub weight_bytes: u64,
+    pub activation_bytes_sum: u64,
+    pub peak_activation_bytes: u64,
+    /// The memory plan's arena: all activations, with reuse.
+    pub arena_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -192,7 +212,27 @@ pub fn build(g: &Graph, spec: &str) -> Report {
         blocks,
         layers,
         conventions: CONVENTIONS,
+        optimized: None,
     }
+}
+
+/// Add the optimized graph's totals to a report of the spec's graph.
+pub fn with_optimized(mut r: Report, opt: &Graph, level: u8) -> Report {
+    let o = build(opt, &r.spec);
+    r.optimized = Some(Optimized {
+        opt_level: level,
+        values: opt.len(),
+        values_before: r.layers.len() + 1,
+        params: o.totals.params,
+        bn_running_stats: o.totals.bn_running_stats,
+        macs: o.totals.macs,
+        flops: o.totals.flops,
+        weight_bytes: o.totals.weight_bytes,
+        activation_bytes_sum: o.totals.activation_bytes_sum,
+        peak_activation_bytes: o.totals.peak_activation_bytes,
+        arena_bytes: opt.plan.as_ref().map_or(0, |p| p.arena_bytes),
+    });
+    r
 }
 
 fn sum_rows<'a>(rows: impl Iterator<Item = &'a Layer>) -> (CostRow, Option<Vec<usize>>) {

@@ -193,6 +193,49 @@ pub fn render_totals(r: &Report) -> String {
         t.peak_activation_bytes,
         format!("{} at {}", mib(t.peak_activation_bytes), t.peak_at),
     );
+    if let Some(o) = &r.optimized {
+        let _ = writeln!(
+            s,
+            "\noptimized (-O{}): {} -> {} values",
+            o.opt_level, o.values_before, o.values
+        );
+        let mut row = |label: &str, before: u64, after: u64, unit: fn(u64) -> String| {
+            let _ = writeln!(
+                s,
+                "  {label:<32} {:>17} -> {:>17}  {}",
+                group(before),
+                group(after),
+                unit(after)
+            );
+        };
+        row("parameters", t.params, o.params, si);
+        row(
+            "BN running statistics",
+            t.bn_running_stats,
+            o.bn_running_stats,
+            si,
+        );
+        row("MACs", t.macs, o.macs, si);
+        row("FLOPs", t.flops, o.flops, si);
+        row(
+            "activations, sum of all values",
+            t.activation_bytes_sum,
+            o.activation_bytes_sum,
+            mib,
+        );
+        row(
+            "activations, peak live",
+            t.peak_activation_bytes,
+            o.peak_activation_bytes,
+            mib,
+        );
+        row(
+            "activation arena (planned)",
+            t.activation_bytes_sum,
+            o.arena_bytes,
+            mib,
+        );
+    }
     s
 }
 

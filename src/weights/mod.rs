@@ -95,6 +95,38 @@ impl BoundWeights {
     pub fn weights(&self) -> &Weights {
         &self.weights
     }
+    /// For passes that rewrite weights; they keep the binding exact, and the
+    /// pass manager checks it after every pass.
+    pub fn take(&mut self, key: &str) -> Option<ArrayD<f32>> {
+        self.weights.tensors.remove(key)
+    }
+    pub fn put(&mut self, key: String, t: ArrayD<f32>) {
+        self.weights.tensors.insert(key, t);
+    }
+    /// Whether these weights still fit `g` exactly (names and shapes).
+    pub fn fits(&self, g: &Graph) -> Result<(), String> {
+        let expected = expected(g);
+        if expected.len() != self.weights.len() {
+            return Err(format!(
+                "{} weight tensors for {} parameters",
+                self.weights.len(),
+                expected.len()
+            ));
+        }
+        for (k, shape) in expected {
+            match self.weights.get(&k) {
+                Some(t) if t.shape() == shape.as_slice() => {}
+                Some(t) => {
+                    return Err(format!(
+                        "`{k}` has shape {:?}, expected {shape:?}",
+                        t.shape()
+                    ))
+                }
+                None => return Err(format!("no weight `{k}`")),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every parameter tensor the graph needs: key and shape, in graph order.

@@ -83,6 +83,20 @@ pub fn batch_norm(
     y
 }
 
+/// Per-channel `x * scale + shift` (a BN that could not fold).
+pub fn scale_shift(
+    x: ArrayView4<f32>,
+    scale: ArrayView1<f32>,
+    shift: ArrayView1<f32>,
+) -> Array4<f32> {
+    let mut y = x.to_owned();
+    for (c, mut plane) in y.axis_iter_mut(Axis(1)).enumerate() {
+        let (a, b) = (scale[c], shift[c]);
+        plane.mapv_inplace(|v| v * a + b);
+    }
+    y
+}
+
 /// Max pooling with implicit -inf padding, floor rounding.
 pub fn max_pool(x: ArrayView4<f32>, k: usize, stride: usize, pad: usize) -> Array4<f32> {
     pool(x, k, stride, pad, f32::NEG_INFINITY, f32::max, |m, _| m)

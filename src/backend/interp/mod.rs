@@ -7,6 +7,7 @@ use ndarray::{ArrayD, Ix2, Ix4, IxDyn};
 use petgraph::stable_graph::NodeIndex;
 
 use super::RunError;
+use crate::ir::op::Residual;
 use crate::ir::{Graph, Op};
 use crate::weights::BoundWeights;
 
@@ -127,6 +128,8 @@ fn eval(
             padding,
             groups,
             bias,
+            residual,
+            relu,
             ..
         } => {
             let wt = param("weight")?
@@ -134,17 +137,63 @@ fn eval(
                 .into_dimensionality::<Ix4>()
                 .map_err(|_| internal(g, i, "a 4-d weight"))?;
             let b = if bias { Some(p1("bias")?) } else { None };
-            kernels::conv2d(x4()?, wt, b, stride, padding, groups).into_dyn()
+            let mut y = kernels::conv2d(x4()?, wt, b, stride, padding, groups);
+            // The epilogue, as separate steps: the reference stays obvious.
+            match residual {
+                Residual::None => {}
+                Residual::Add => {
+                    y += &args[1]
+                        .view()
+                        .into_dimensionality::<Ix4>()
+                        .map_err(|_| internal(g, i, "a 4-d residual"))?
+                }
+                Residual::PadAdd {
+                    stride,
+                    pad_before,
+                    pad_after,
+                } => {
+                    let r = args[1]
+                        .view()
+                        .into_dimensionality::<Ix4>()
+                        .map_err(|_| internal(g, i, "a 4-d residual"))?;
+                    y += &kernels::shortcut_pad(r, stride, pad_before, pad_after);
+                }
+            }
+            if relu {
+                y.mapv_inplace(|v| v.max(0.0));
+            }
+            y.into_dyn()
         }
-        Op::BatchNorm { eps, .. } => kernels::batch_norm(
-            x4()?,
-            p1("weight")?,
-            p1("bias")?,
-            p1("running_mean")?,
-            p1("running_var")?,
-            eps as f32,
-        )
-        .into_dyn(),
+        Op::ScaleShift { relu, .. } => {
+            let mut y = kernels::scale_shift(x4()?, p1("weight")?, p1("bias")?);
+            if relu {
+                y.mapv_inplace(|v| v.max(0.0));
+            }
+            y.into_dyn()
+        }
+        Op::BatchNorm { eps, .. } => {
+            // A 2-d NxF input is NxFx1x1 to the same kernel.
+            let x = args[0].view();
+            let shape = x.shape().to_vec();
+            let x = x
+                .to_shape((
+                    shape[0],
+                    shape[1],
+                    *shape.get(2).unwrap_or(&1),
+                    *shape.get(3).unwrap_or(&1),
+                ))
+                .map_err(|_| internal(g, i, "batch norm input"))?;
+            let y = kernels::batch_norm(
+                x.view(),
+                p1("weight")?,
+                p1("bias")?,
+                p1("running_mean")?,
+                p1("running_var")?,
+                eps as f32,
+            );
+            y.into_shape_with_order(IxDyn(&shape))
+                .map_err(|_| internal(g, i, "batch norm output"))?
+        }
         Op::Relu => args[0].mapv(|v| v.max(0.0)),
         Op::MaxPool {
             kernel,
