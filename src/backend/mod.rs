@@ -2,6 +2,7 @@
 //! kernels with PyTorch's eval-mode semantics, the oracle for faster backends.
 
 pub mod interp;
+pub mod jit;
 
 use std::fmt;
 

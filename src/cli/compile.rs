@@ -21,6 +21,8 @@ pub enum Emit {
     Yaml,
     /// Graphviz DOT.
     Dot,
+    /// The cranelift IR of the JIT's generated function.
+    Clif,
 }
 
 impl Emit {
@@ -29,6 +31,7 @@ impl Emit {
             Emit::Ir => "ir",
             Emit::Yaml => "yaml",
             Emit::Dot => "dot",
+            Emit::Clif => "clif",
         }
     }
 }
@@ -98,6 +101,13 @@ fn artifact(g: &Graph, e: Emit, sources: &SourceMap) -> String {
         Emit::Yaml => GraphDoc::from_graph(g, Some(sources))
             .to_yaml()
             .unwrap_or_else(|err| format!("# cannot serialize: {err}\n")),
+        // Shapes, offsets and code do not depend on weight values: zeros do.
+        Emit::Clif => {
+            match crate::backend::jit::compile(g, &crate::weights::zeros(g), &Default::default()) {
+                Ok(c) => c.clif.clone(),
+                Err(e) => format!("; cannot compile: {e}\n"),
+            }
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The `resnetc` command line.
 
+mod bench;
 mod compile;
 mod init;
 mod report;
-mod run;
+pub mod run;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -111,6 +112,8 @@ pub enum Command {
     Init(init::InitArgs),
     /// Run a spec on weights and inputs (.npy or images).
     Run(run::RunArgs),
+    /// Compile to native code and time it: latency, images/s, GFLOP/s.
+    Bench(bench::BenchArgs),
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
@@ -160,6 +163,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

@@ -7,15 +7,38 @@ use std::time::Instant;
 use clap::ValueEnum;
 use ndarray::{Array4, ArrayD, Axis, Ix2};
 
-use crate::backend::interp;
+use crate::backend::{interp, jit};
 use crate::io::{class_name, image, npy};
 use crate::lower::Options;
 use crate::weights::file;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
+    /// Native code from cranelift, GEMMs with fused epilogues, threads.
+    Jit,
     /// The reference interpreter (ndarray).
     Interp,
+}
+
+/// JIT flags shared by run and bench.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JitArgs {
+    /// Threads for the JIT's GEMMs (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Force a conv strategy where it is eligible (experiments).
+    #[arg(long, value_enum)]
+    pub conv_strategy: Option<jit::ConvStrategy>,
+}
+
+impl JitArgs {
+    pub fn options(&self) -> jit::JitOptions {
+        jit::JitOptions {
+            threads: self.threads,
+            conv_strategy: self.conv_strategy,
+            profile: false,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -37,8 +60,10 @@ pub struct RunArgs {
     /// Print the K most likely classes of each input.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
-    #[arg(long, value_enum, default_value_t = Backend::Interp)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
+    #[command(flatten)]
+    pub jit: JitArgs,
     #[command(flatten)]
     pub opt: super::OptArgs,
 }
@@ -108,9 +133,14 @@ pub fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let start = Instant::now();
-    let logits_at = interp::logits_node(&g);
-    let logits = match interp::run(&g, &bound, x, &[logits_at]) {
-        Ok(mut v) => v.remove(0),
+    let result = match args.backend {
+        Backend::Interp => {
+            interp::run(&g, &bound, x, &[interp::logits_node(&g)]).map(|mut v| v.remove(0))
+        }
+        Backend::Jit => jit::compile(&g, &bound, &args.jit.options()).and_then(|mut c| c.run(&x)),
+    };
+    let logits = match result {
+        Ok(v) => v,
         Err(e) => return fail(e),
     };
     let elapsed = start.elapsed();

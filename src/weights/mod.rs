@@ -129,6 +129,15 @@ impl BoundWeights {
     }
 }
 
+/// Zero weights that fit `g` (for compiling without weights, e.g. `--emit clif`).
+pub fn zeros(g: &Graph) -> BoundWeights {
+    let mut w = Weights::default();
+    for (k, shape) in expected(g) {
+        w.insert(k, ArrayD::zeros(shape));
+    }
+    BoundWeights { weights: w }
+}
+
 /// Every parameter tensor the graph needs: key and shape, in graph order.
 pub fn expected(g: &Graph) -> Vec<(String, Vec<usize>)> {
     g.nodes()

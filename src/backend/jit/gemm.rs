@@ -1,0 +1,429 @@
+//! GEMM with a fused epilogue: `C = epilogue(A x B)`, A the weights packed
+//! once at compile time, B the activations packed (or im2col'ed) per call.
+//!
+//! Layout (BLIS-like): A in panels of MR rows, k-major (`[k][MR]`); B in
+//! panels of NR columns, k-major (`[k][NR]`). A 6x16 AVX2/FMA microkernel
+//! (runtime-detected; a portable kernel otherwise) accumulates KC-deep slices
+//! into a tile buffer local to the thread, and the epilogue (bias, residual,
+//! ReLU) writes each output element once, after all of K: so an output may
+//! overwrite its residual in place. Tiles of MC x NC run on the pool.
+
+use rayon::prelude::*;
+
+pub const MR: usize = 6;
+pub const NR: usize = 16;
+const MC: usize = 12 * MR;
+const NC: usize = 16 * NR;
+const KC: usize = 256;
+
+/// Weights packed for the microkernel: `ceil(m / MR)` panels of `k x MR`.
+#[derive(Clone, Debug)]
+pub struct PackedA {
+    pub data: Vec<f32>,
+    pub m: usize,
+    pub k: usize,
+}
+
+impl PackedA {
+    /// Pack a row-major `m x k` matrix; rows past `m` are zero.
+    pub fn pack(w: &[f32], m: usize, k: usize) -> PackedA {
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0.0f32; panels * k * MR];
+        for p in 0..panels {
+            for kk in 0..k {
+                for r in 0..MR {
+                    let row = p * MR + r;
+                    if row < m {
+                        data[(p * k + kk) * MR + r] = w[row * k + kk];
+                    }
+                }
+            }
+        }
+        PackedA { data, m, k }
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * MR..(p + 1) * self.k * MR]
+    }
+}
+
+/// Packed B: `ceil(n / NR)` panels of `k x NR`, zero past `n`.
+pub fn packed_b_len(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k * NR
+}
+
+/// How the epilogue reads the residual of output element (row i, column j).
+#[derive(Clone, Copy, Debug)]
+pub enum ResidualRead {
+    None,
+    /// `res[i * rs + j]`
+    Add {
+        ptr: *const f32,
+    },
+    /// Option A: row i reads channel `i - before` of an `h x w` map at
+    /// `(oy * stride, ox * stride)`, zero outside its channels.
+    PadAdd {
+        ptr: *const f32,
+        channels: usize,
+        h: usize,
+        w: usize,
+        stride: usize,
+        before: usize,
+        out_w: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue {
+    pub bias: Option<*const f32>,
+    pub residual: ResidualRead,
+    pub relu: bool,
+    /// Output element (i, j) is at `out[i * row_stride + j * col_stride]`.
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+/// Raw pointers cross threads: each task writes a disjoint set of outputs.
+#[derive(Clone, Copy)]
+struct Shared<T>(T);
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T: Copy> Shared<T> {
+    /// Through a method, so closures capture the wrapper, not the field.
+    fn get(&self) -> T {
+        self.0
+    }
+}
+
+/// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n` (packed).
+///
+/// # Safety
+/// `out` and the residual must be valid for every element the epilogue
+/// addresses; `b` holds `packed_b_len(k, n)` values.
+pub unsafe fn gemm(
+    a: &PackedA,
+    b: &[f32],
+    n: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+    pool: &rayon::ThreadPool,
+) {
+    let (m, k) = (a.m, a.k);
+    let tiles_m = m.div_ceil(MC);
+    let tiles_n = n.div_ceil(NC);
+    let out = Shared(out);
+    let epi = Shared(*epi);
+    let run = |t: usize| {
+        let (ti, tj) = (t / tiles_n, t % tiles_n);
+        let (i0, j0) = (ti * MC, tj * NC);
+        let (mc, nc) = ((m - i0).min(MC), (n - j0).min(NC));
+        TILE.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let panels_m = mc.div_ceil(MR);
+            let panels_n = nc.div_ceil(NR);
+            let ld = panels_n * NR;
+            buf.clear();
+            buf.resize(panels_m * MR * ld, 0.0);
+            let mut p0 = 0;
+            while p0 < k {
+                let kc = (k - p0).min(KC);
+                for pj in 0..panels_n {
+                    let bpanel = &b[((j0 / NR + pj) * k + p0) * NR..];
+                    for pi in 0..panels_m {
+                        let apanel = &a.panel(i0 / MR + pi)[p0 * MR..];
+                        let c = buf.as_mut_ptr().add(pi * MR * ld + pj * NR);
+                        // SAFETY: panels hold kc x MR and kc x NR values from here.
+                        unsafe { kernel(kc, apanel.as_ptr(), bpanel.as_ptr(), c, ld, p0 > 0) };
+                    }
+                }
+                p0 += kc;
+            }
+            // SAFETY: this tile's outputs belong to this task alone.
+            unsafe { epilogue(&buf, ld, i0, j0, mc, nc, out.get(), &epi.get()) };
+        });
+    };
+    let tiles = tiles_m * tiles_n;
+    if tiles == 1 || pool.current_num_threads() == 1 {
+        (0..tiles).for_each(run);
+    } else {
+        pool.install(|| (0..tiles).into_par_iter().for_each(run));
+    }
+}
+
+thread_local! {
+    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn epilogue(
+    buf: &[f32],
+    ld: usize,
+    i0: usize,
+    j0: usize,
+    mc: usize,
+    nc: usize,
+    out: *mut f32,
+    e: &Epilogue,
+) {
+    for r in 0..mc {
+        let i = i0 + r;
+        let bias = e.bias.map_or(0.0, |b| unsafe { *b.add(i) });
+        let row = &buf[r * ld..r * ld + nc];
+        for (cj, &acc) in row.iter().enumerate() {
+            let j = j0 + cj;
+            let mut v = acc + bias;
+            v += match e.residual {
+                ResidualRead::None => 0.0,
+                ResidualRead::Add { ptr } => unsafe {
+                    *ptr.add(i * e.row_stride + j * e.col_stride)
+                },
+                ResidualRead::PadAdd {
+                    ptr,
+                    channels,
+                    h,
+                    w,
+                    stride,
+                    before,
+                    out_w,
+                } => {
+                    if i >= before && i - before < channels {
+                        let (oy, ox) = (j / out_w, j % out_w);
+                        unsafe { *ptr.add((i - before) * h * w + oy * stride * w + ox * stride) }
+                    } else {
+                        0.0
+                    }
+                }
+            };
+            if e.relu && v < 0.0 {
+                v = 0.0;
+            }
+            unsafe { *out.add(i * e.row_stride + j * e.col_stride) = v };
+        }
+    }
+}
+
+/// One MR x NR tile: `c (+)= a x b` over `kc`, `c` with row stride `ldc`.
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if *HAS_AVX2_FMA {
+            return unsafe { x86::kernel_6x16(kc, a, b, c, ldc, accumulate) };
+        }
+    }
+    unsafe { kernel_portable(kc, a, b, c, ldc, accumulate) }
+}
+
+static HAS_AVX2_FMA: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+});
+
+/// Whether the AVX2/FMA microkernel is in use.
+pub fn simd_kernel() -> &'static str {
+    if *HAS_AVX2_FMA {
+        "avx2+fma 6x16"
+    } else {
+        "portable 6x16"
+    }
+}
+
+unsafe fn kernel_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for k in 0..kc {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let av = unsafe { *a.add(k * MR + r) };
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += av * unsafe { *b.add(k * NR + j) };
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let p = unsafe { c.add(r * ldc + j) };
+            unsafe { *p = if accumulate { *p + v } else { *v } };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma_loop(iters: u64) {
+        let m = _mm256_set1_ps(0.999_999);
+        let a = _mm256_set1_ps(1e-7);
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, m, a);
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_6x16(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let b0 = unsafe { _mm256_loadu_ps(b.add(k * NR)) };
+            let b1 = unsafe { _mm256_loadu_ps(b.add(k * NR + 8)) };
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = unsafe { _mm256_broadcast_ss(&*a.add(k * MR + r)) };
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let p = unsafe { c.add(r * ldc) };
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if accumulate {
+                v0 = _mm256_add_ps(v0, unsafe { _mm256_loadu_ps(p) });
+                v1 = _mm256_add_ps(v1, unsafe { _mm256_loadu_ps(p.add(8)) });
+            }
+            unsafe {
+                _mm256_storeu_ps(p, v0);
+                _mm256_storeu_ps(p.add(8), v1);
+            }
+        }
+    }
+}
+
+/// Pack a row-major `k x n` block (row stride `ld`) into B panels.
+///
+/// # Safety
+/// `src` is valid for `k` rows of `n` values at stride `ld`.
+pub unsafe fn pack_b(
+    src: *const f32,
+    ld: usize,
+    k: usize,
+    n: usize,
+    dst: &mut [f32],
+    pool: &rayon::ThreadPool,
+) {
+    let src = Shared(src);
+    let fill = |(p, panel): (usize, &mut [f32])| {
+        let j0 = p * NR;
+        let w = (n - j0).min(NR);
+        for kk in 0..k {
+            let row = unsafe { std::slice::from_raw_parts(src.get().add(kk * ld + j0), w) };
+            panel[kk * NR..kk * NR + w].copy_from_slice(row);
+            panel[kk * NR + w..(kk + 1) * NR].fill(0.0);
+        }
+    };
+    let len = packed_b_len(k, n);
+    pool.install(|| dst[..len].par_chunks_mut(k * NR).enumerate().for_each(fill));
+}
+
+/// im2col straight into B panels: column j is output pixel (oy, ox), row
+/// `(c, ki, kj)` reads `x[c, oy*s + ki - p, ox*s + kj - p]`, zero outside.
+///
+/// # Safety
+/// `x` holds `c x h x w` values.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn im2col_b(
+    x: *const f32,
+    (c, h, w): (usize, usize, usize),
+    (kernel, stride, pad): (usize, usize, usize),
+    (oh, ow): (usize, usize),
+    dst: &mut [f32],
+    pool: &rayon::ThreadPool,
+) {
+    let k = c * kernel * kernel;
+    let n = oh * ow;
+    let x = Shared(x);
+    let fill = |(p, panel): (usize, &mut [f32])| {
+        let j0 = p * NR;
+        let cols = (n - j0).min(NR);
+        let mut iy0 = [0isize; NR];
+        let mut ix0 = [0isize; NR];
+        for jj in 0..cols {
+            let (oy, ox) = ((j0 + jj) / ow, (j0 + jj) % ow);
+            iy0[jj] = (oy * stride) as isize - pad as isize;
+            ix0[jj] = (ox * stride) as isize - pad as isize;
+        }
+        for ci in 0..c {
+            for ki in 0..kernel {
+                for kj in 0..kernel {
+                    let kk = (ci * kernel + ki) * kernel + kj;
+                    let dst = &mut panel[kk * NR..(kk + 1) * NR];
+                    for jj in 0..NR {
+                        let (iy, ix) = (iy0[jj] + ki as isize, ix0[jj] + kj as isize);
+                        dst[jj] = if jj < cols
+                            && iy >= 0
+                            && ix >= 0
+                            && (iy as usize) < h
+                            && (ix as usize) < w
+                        {
+                            unsafe { *x.get().add((ci * h + iy as usize) * w + ix as usize) }
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    };
+    let len = packed_b_len(k, n);
+    pool.install(|| dst[..len].par_chunks_mut(k * NR).enumerate().for_each(fill));
+}
+
+/// The machine's FMA peak in GFLOP/s on `pool`'s threads, measured with a
+/// register-only loop of independent FMAs (what the microkernel could reach).
+pub fn measure_peak(pool: &rayon::ThreadPool) -> f64 {
+    let iters: u64 = 4_000_000;
+    let start = std::time::Instant::now();
+    let per_thread = pool.broadcast(|_| peak_loop(iters));
+    let secs = start.elapsed().as_secs_f64();
+    per_thread.iter().sum::<f64>() / secs / 1e9
+}
+
+/// Flops done by `iters` rounds of 12 independent FMA chains.
+fn peak_loop(iters: u64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if *HAS_AVX2_FMA {
+            // SAFETY: the features were detected.
+            unsafe { x86::fma_loop(iters) };
+            return (iters * 12 * 8 * 2) as f64;
+        }
+    }
+    let mut acc = [1.0f32; 16];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = a.mul_add(0.999_999, 1e-7);
+        }
+    }
+    std::hint::black_box(acc);
+    (iters * 16 * 2) as f64
+}

@@ -1,0 +1,253 @@
+//! What generated code calls: kernels with `extern "C"` entry points, each
+//! taking a descriptor built at compile time (shapes, packed weights) and
+//! arena pointers. The descriptors live as long as the compiled network.
+
+use super::gemm::{self, Epilogue, PackedA, ResidualRead};
+use super::strategy::ConvStrategy;
+use crate::ir::op::Residual;
+
+/// State shared by every kernel of one compiled network.
+pub struct Shared {
+    pub pool: rayon::ThreadPool,
+    /// Packed-B scratch, sized for the largest layer.
+    pub scratch: std::cell::UnsafeCell<Vec<f32>>,
+}
+
+pub struct ConvDesc {
+    pub shared: *const Shared,
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub groups: usize,
+    pub oh: usize,
+    pub ow: usize,
+    /// One packed A per group.
+    pub a: Vec<PackedA>,
+    pub bias: Option<Vec<f32>>,
+    pub residual: Residual,
+    /// Shape (c, h, w) of the residual input.
+    pub res_chw: (usize, usize, usize),
+    pub relu: bool,
+    pub strategy: ConvStrategy,
+}
+
+/// # Safety
+/// Called by generated code with a live descriptor and arena pointers that
+/// hold the shapes the descriptor names.
+pub unsafe extern "C" fn rt_conv(
+    d: *const ConvDesc,
+    x: *const f32,
+    res: *const f32,
+    out: *mut f32,
+) {
+    let d = unsafe { &*d };
+    let shared = unsafe { &*d.shared };
+    let scratch = unsafe { &mut *shared.scratch.get() };
+    let (cg, og) = (d.c / d.groups, d.o / d.groups);
+    let n_pix = d.oh * d.ow;
+    let k = cg * d.kernel * d.kernel;
+    for b in 0..d.n {
+        for g in 0..d.groups {
+            let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
+            match d.strategy {
+                ConvStrategy::Direct1x1 => unsafe {
+                    gemm::pack_b(xg, d.h * d.w, k, n_pix, scratch, &shared.pool)
+                },
+                ConvStrategy::Im2col => unsafe {
+                    gemm::im2col_b(
+                        xg,
+                        (cg, d.h, d.w),
+                        (d.kernel, d.stride, d.pad),
+                        (d.oh, d.ow),
+                        scratch,
+                        &shared.pool,
+                    )
+                },
+            }
+            let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
+            let (rc, rh, rw) = d.res_chw;
+            let residual = match d.residual {
+                Residual::None => ResidualRead::None,
+                Residual::Add => ResidualRead::Add {
+                    ptr: unsafe { res.add((b * d.o + g * og) * n_pix) },
+                },
+                Residual::PadAdd {
+                    stride, pad_before, ..
+                } => ResidualRead::PadAdd {
+                    ptr: unsafe { res.add(b * rc * rh * rw) },
+                    channels: rc,
+                    h: rh,
+                    w: rw,
+                    stride,
+                    before: pad_before,
+                    out_w: d.ow,
+                },
+            };
+            let epi = Epilogue {
+                bias: d.bias.as_ref().map(|v| unsafe { v.as_ptr().add(g * og) }),
+                residual,
+                relu: d.relu,
+                row_stride: n_pix,
+                col_stride: 1,
+            };
+            unsafe { gemm::gemm(&d.a[g], scratch, n_pix, out_b, &epi, &shared.pool) };
+        }
+    }
+}
+
+pub struct LinearDesc {
+    pub shared: *const Shared,
+    pub n: usize,
+    pub f: usize,
+    pub a: PackedA,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// fc: out[n, o] = x[n, :] . W[o, :] + b[o], as a GEMM over the batch.
+///
+/// # Safety
+/// As [`rt_conv`].
+pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mut f32) {
+    let d = unsafe { &*d };
+    let shared = unsafe { &*d.shared };
+    let scratch = unsafe { &mut *shared.scratch.get() };
+    // B[k = f][j = n] = x[n * F + f]: pack the transposed input.
+    let len = gemm::packed_b_len(d.f, d.n);
+    scratch[..len].fill(0.0);
+    for j in 0..d.n {
+        for f in 0..d.f {
+            scratch[((j / gemm::NR) * d.f + f) * gemm::NR + j % gemm::NR] =
+                unsafe { *x.add(j * d.f + f) };
+        }
+    }
+    let epi = Epilogue {
+        bias: d.bias.as_ref().map(|v| v.as_ptr()),
+        residual: ResidualRead::None,
+        relu: false,
+        row_stride: 1,
+        col_stride: d.a.m,
+    };
+    unsafe { gemm::gemm(&d.a, scratch, d.n, out, &epi, &shared.pool) };
+}
+
+pub struct PoolDesc {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub max: bool,
+}
+
+/// Max pooling (-inf padding) or average pooling (padding counted).
+///
+/// # Safety
+/// As [`rt_conv`].
+pub unsafe extern "C" fn rt_pool(d: *const PoolDesc, x: *const f32, out: *mut f32) {
+    let d = unsafe { &*d };
+    for plane in 0..d.n * d.c {
+        let xp = unsafe { x.add(plane * d.h * d.w) };
+        let op = unsafe { out.add(plane * d.oh * d.ow) };
+        for oy in 0..d.oh {
+            for ox in 0..d.ow {
+                let mut acc = if d.max { f32::NEG_INFINITY } else { 0.0 };
+                for ki in 0..d.kernel {
+                    let iy = (oy * d.stride + ki) as isize - d.pad as isize;
+                    if iy < 0 || iy as usize >= d.h {
+                        continue;
+                    }
+                    for kj in 0..d.kernel {
+                        let ix = (ox * d.stride + kj) as isize - d.pad as isize;
+                        if ix < 0 || ix as usize >= d.w {
+                            continue;
+                        }
+                        let v = unsafe { *xp.add(iy as usize * d.w + ix as usize) };
+                        acc = if d.max { acc.max(v) } else { acc + v };
+                    }
+                }
+                if !d.max {
+                    acc /= (d.kernel * d.kernel) as f32;
+                }
+                unsafe { *op.add(oy * d.ow + ox) = acc };
+            }
+        }
+    }
+}
+
+pub struct PadDesc {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub stride: usize,
+    pub before: usize,
+    pub after: usize,
+}
+
+/// The option A shortcut, materialized (only unfused, at -O0/-O1).
+///
+/// # Safety
+/// As [`rt_conv`].
+pub unsafe extern "C" fn rt_shortcut_pad(d: *const PadDesc, x: *const f32, out: *mut f32) {
+    let d = unsafe { &*d };
+    let (oh, ow) = (d.h.div_ceil(d.stride), d.w.div_ceil(d.stride));
+    let oc = d.before + d.c + d.after;
+    for b in 0..d.n {
+        for c in 0..oc {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let v = if c >= d.before && c - d.before < d.c {
+                        unsafe {
+                            *x.add(
+                                ((b * d.c + c - d.before) * d.h + y * d.stride) * d.w
+                                    + xx * d.stride,
+                            )
+                        }
+                    } else {
+                        0.0
+                    };
+                    unsafe { *out.add(((b * oc + c) * oh + y) * ow + xx) = v };
+                }
+            }
+        }
+    }
+}
+
+/// Softmax over each of `rows` rows of `cols`.
+///
+/// # Safety
+/// As [`rt_conv`].
+pub unsafe extern "C" fn rt_softmax(rows: usize, cols: usize, x: *const f32, out: *mut f32) {
+    for r in 0..rows {
+        let row = unsafe { std::slice::from_raw_parts(x.add(r * cols), cols) };
+        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let mut sum = 0.0;
+        for (j, v) in row.iter().enumerate() {
+            let e = (v - m).exp();
+            unsafe { *out.add(r * cols + j) = e };
+            sum += e;
+        }
+        for j in 0..cols {
+            unsafe { *out.add(r * cols + j) /= sum };
+        }
+    }
+}
+
+/// Timestamps of a profiled run: one per step, written by `rt_tick`.
+pub struct Ticks(pub std::cell::UnsafeCell<Vec<std::time::Instant>>);
+
+/// # Safety
+/// `t` is a live [`Ticks`] with more than `i` entries; runs are not concurrent.
+pub unsafe extern "C" fn rt_tick(t: *const Ticks, i: usize) {
+    let v = unsafe { &mut *(*t).0.get() };
+    v[i] = std::time::Instant::now();
+}

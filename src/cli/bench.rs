@@ -1,0 +1,231 @@
+//! `resnetc bench`: compile to native code and time it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ndarray::ArrayD;
+
+use super::run::JitArgs;
+use super::{build, optimize, BuildArgs, OptArgs};
+use crate::backend::jit::{self, gemm};
+use crate::passes::Module;
+use crate::report::group;
+use crate::weights::{file, init};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    pub spec: PathBuf,
+    /// Timed runs (after 2 warm-up runs).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub iters: u32,
+    /// Weights (.safetensors); default: He-initialized, seed 0.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Print JSON for scripts instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Time every layer and print where the time goes.
+    #[arg(long)]
+    pub profile: bool,
+    #[command(flatten)]
+    pub build: BuildArgs,
+    #[command(flatten)]
+    pub jit: JitArgs,
+    #[command(flatten)]
+    pub opt: OptArgs,
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    v[i]
+}
+
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let start = Instant::now();
+    let Some((g, _)) = build(&args.spec, &args.build.options()) else {
+        return ExitCode::FAILURE;
+    };
+    let weights = match &args.weights {
+        Some(p) => match file::load(p) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => init::init(
+            &g,
+            init::InitOptions {
+                seed: 0,
+                randomize_bn: true,
+            },
+        ),
+    };
+    let load_time = start.elapsed();
+    let start = Instant::now();
+    let bound = match weights.bind(&g, "weights") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let macs = g.macs();
+    let Some(Module {
+        graph: g,
+        weights: Some(bound),
+    }) = optimize(
+        Module {
+            graph: g,
+            weights: Some(bound),
+        },
+        &args.opt,
+    )
+    else {
+        return ExitCode::FAILURE;
+    };
+    let mut opts = args.jit.options();
+    opts.profile = args.profile;
+    let mut c = match jit::compile(&g, &bound, &opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let compile_time = start.elapsed();
+    let x = ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
+        ((d[1] * 131 + d[2] * 31 + d[3] * 7) % 255) as f32 / 128.0 - 1.0
+    });
+    let bar = if args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.iters as u64 + 2)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(g.name.clone());
+    let mut times = Vec::new();
+    let mut layer_times: Vec<Vec<Duration>> = vec![Vec::new(); c.steps.len()];
+    for i in 0..args.iters + 2 {
+        let t = Instant::now();
+        if let Err(e) = c.run(&x) {
+            bar.finish_and_clear();
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        let dt = t.elapsed();
+        if i >= 2 {
+            times.push(dt);
+            if let Some(p) = c.profile() {
+                for (acc, d) in layer_times.iter_mut().zip(p) {
+                    acc.push(d);
+                }
+            }
+        }
+        bar.set_message(format!("{:.1} ms", dt.as_secs_f64() * 1e3));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    times.sort();
+    let median = pct(&times, 0.5);
+    let batch = g.input_shape().batch();
+    let flops = 2.0 * macs as f64;
+    let gflops = flops / median.as_secs_f64() / 1e9;
+    let peak = gemm::measure_peak(
+        &rayon::ThreadPoolBuilder::new()
+            .num_threads(c.threads)
+            .build()
+            .unwrap_or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .build()
+                    .expect("a default thread pool")
+            }),
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if args.json {
+        let v = serde_json::json!({
+            "network": g.name,
+            "spec": args.spec.display().to_string(),
+            "batch": batch,
+            "threads": c.threads,
+            "opt_level": args.opt.level,
+            "microkernel": gemm::simd_kernel(),
+            "load_ms": ms(load_time),
+            "compile_ms": ms(compile_time),
+            "latency_ms": {"median": ms(median), "p10": ms(pct(&times, 0.1)), "p90": ms(pct(&times, 0.9))},
+            "images_per_s": batch as f64 / median.as_secs_f64(),
+            "gflops": gflops,
+            "peak_gflops": peak,
+            "peak_share": gflops / peak,
+            "arena_bytes": c.arena_bytes(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} batch {batch}, {} threads, -O{}, {} microkernel",
+        g.name,
+        c.threads,
+        args.opt.level,
+        gemm::simd_kernel()
+    );
+    println!("  compile      {:>9.1} ms  (optimize, pack weights, generate code; weights read in {:.1} ms)", ms(compile_time), ms(load_time));
+    println!(
+        "  latency      {:>9.2} ms median  (p10 {:.2}, p90 {:.2}; {} runs)",
+        ms(median),
+        ms(pct(&times, 0.1)),
+        ms(pct(&times, 0.9)),
+        times.len()
+    );
+    println!(
+        "  throughput   {:>9.1} images/s",
+        batch as f64 / median.as_secs_f64()
+    );
+    println!(
+        "  compute      {:>9.1} GFLOP/s  ({} FLOPs of conv and fc; {:.0}% of the {:.0} GFLOP/s FMA peak measured here)",
+        gflops,
+        group(2 * macs),
+        100.0 * gflops / peak,
+        peak
+    );
+    if args.profile {
+        let med: Vec<Duration> = layer_times
+            .iter_mut()
+            .map(|v| {
+                v.sort();
+                if v.is_empty() {
+                    Duration::ZERO
+                } else {
+                    v[v.len() / 2]
+                }
+            })
+            .collect();
+        let total: Duration = med.iter().sum();
+        let mut rows: Vec<(usize, Duration)> = med.iter().copied().enumerate().collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+        println!(
+            "\n  {:<26} {:<14} {:>9} {:>6} {:>9} {:>6}",
+            "layer", "how", "ms", "time%", "GFLOP/s", "peak%"
+        );
+        for (i, d) in rows.iter().take(25) {
+            let s = &c.steps[*i];
+            let gf = s.flops as f64 / d.as_secs_f64().max(1e-9) / 1e9;
+            println!(
+                "  {:<26} {:<14} {:>9.3} {:>5.1}% {:>9.1} {:>5.0}%",
+                s.name,
+                s.how,
+                ms(*d),
+                100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9),
+                gf,
+                100.0 * gf / peak
+            );
+        }
+        println!("  {} steps, {:.2} ms in all", c.steps.len(), ms(total));
+    }
+    ExitCode::SUCCESS
+}

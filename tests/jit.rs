@@ -1,0 +1,220 @@
+//! The JIT against the reference interpreter: every spec and example, every
+//! optimization level, and random conv shapes through the generated kernels.
+
+mod common;
+
+use ndarray::ArrayD;
+use proptest::prelude::*;
+use resnetc::backend::{interp, jit};
+use resnetc::ir::Graph;
+use resnetc::lower::{compile_source, Options};
+use resnetc::passes::{self, Module};
+use resnetc::syntax::SourceMap;
+use resnetc::weights::{init, Weights};
+
+fn input_for(g: &Graph) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
+        ((d[0] * 31 + d[1] * 17 + d[2] * 7 + d[3] * 3) % 23) as f32 / 11.0 - 1.0
+    })
+}
+
+/// max |a - b| / max |b|
+fn rel(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    a.iter()
+        .zip(b.iter())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+/// Weights whose logits stay finite (raising BN variances for very deep nets).
+fn weights_for(g: &Graph, x: &ArrayD<f32>) -> (Weights, ArrayD<f32>) {
+    for damping in [1.0f32, 100.0, 10_000.0] {
+        let mut w = init::init(
+            g,
+            init::InitOptions {
+                seed: 5,
+                randomize_bn: true,
+            },
+        );
+        let keys: Vec<String> = w
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| k.ends_with("running_var"))
+            .collect();
+        for k in keys {
+            let t = w.get(&k).unwrap().mapv(|v| v * damping);
+            w.insert(k, t);
+        }
+        let b = w.clone().bind(g, "init").unwrap();
+        let y = interp::run(g, &b, x.clone(), &[interp::logits_node(g)])
+            .unwrap()
+            .remove(0);
+        if y.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
+            return (w, y);
+        }
+    }
+    panic!("{}: logits overflow", g.name);
+}
+
+fn jit_run(g: &Graph, w: &Weights, x: &ArrayD<f32>, level: u8, threads: usize) -> ArrayD<f32> {
+    let m = Module {
+        graph: g.clone(),
+        weights: Some(w.clone().bind(g, "init").unwrap()),
+    };
+    let (m, _) = passes::optimize(
+        m,
+        &passes::Options {
+            level,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let opts = jit::JitOptions {
+        threads,
+        ..Default::default()
+    };
+    let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
+    c.run(x).unwrap()
+}
+
+#[test]
+fn jit_equals_interpreter_on_every_spec() {
+    for path in common::all_specs() {
+        let full = common::compile(&path);
+        let size = if full.input_shape().height() >= 224 {
+            [3, 64, 64]
+        } else {
+            [3, 16, 16]
+        };
+        let g = common::compile_with(
+            &path,
+            &Options {
+                batch: 2,
+                input: Some(size),
+            },
+        );
+        let x = input_for(&g);
+        let (w, want) = weights_for(&g, &x);
+        for (level, threads) in [(2, 2), (0, 1)] {
+            let got = jit_run(&g, &w, &x, level, threads);
+            let err = rel(&got, &want);
+            assert!(err <= 1e-4, "{} -O{level}: {err:e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn a_forced_strategy_gives_the_same_result() {
+    let g = common::compile_with(
+        &common::root().join("specs/resnet50.rn"),
+        &Options {
+            batch: 1,
+            input: Some([3, 64, 64]),
+        },
+    );
+    let x = input_for(&g);
+    let (w, want) = weights_for(&g, &x);
+    let m = Module {
+        graph: g.clone(),
+        weights: Some(w.bind(&g, "init").unwrap()),
+    };
+    let (m, _) = passes::optimize(
+        m,
+        &passes::Options {
+            level: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let opts = jit::JitOptions {
+        threads: 2,
+        conv_strategy: Some(jit::ConvStrategy::Im2col),
+        ..Default::default()
+    };
+    let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
+    assert!(c.strategies.iter().all(|(_, s)| *s == "im2col"));
+    assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4);
+}
+
+#[test]
+fn clif_is_emitted_and_reads_like_the_network() {
+    let g = common::compile(&common::root().join("specs/cifar/resnet20.rn"));
+    let m = Module {
+        graph: g,
+        weights: None,
+    };
+    let (m, _) = passes::optimize(
+        m,
+        &passes::Options {
+            level: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = jit::compile(
+        &m.graph,
+        &resnetc::weights::zeros(&m.graph),
+        &Default::default(),
+    )
+    .unwrap();
+    // 19 convs and the fc call kernels; the global pool is a generated f32x4 loop.
+    assert_eq!(c.clif.matches("call fn").count(), 20, "{}", c.clif);
+    assert!(c.clif.contains("f32x4"), "{}", c.clif);
+    assert!(c.clif.starts_with("function "), "{}", c.clif);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tiny_spec(
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    s: usize,
+    p: usize,
+    groups: usize,
+    shortcut: &str,
+) -> String {
+    format!(
+        "block b(planes, stride = 1) {{
+  conv1: conv(planes, {k}, stride = stride, pad = {p}, groups = {groups})
+  bn1: bn
+  relu
+  conv2: conv(planes, 1)
+  bn2: bn
+  add shortcut
+  relu
+}}
+network t {{
+  input {cin}x{h}x{w}
+  shortcut {shortcut}
+  stage layer1: b({cout}) x 2 stride {s}
+}}"
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Random conv shapes (kernel, stride, padding, channels, groups, batch)
+    /// with a residual block around them, through the JIT at -O2 and -O0.
+    #[test]
+    fn random_convs_agree(
+        g_idx in 0usize..3, cin_g in 1usize..5, cout_g in 1usize..5, k in 1usize..6, s in 1usize..3,
+        p in 0usize..3, h in 3usize..12, w in 3usize..12, batch in 1usize..3,
+        shortcut in prop::sample::select(vec!["B", "C", "A", "none"]), level in prop::sample::select(vec![0u8, 2]),
+    ) {
+        let groups = [1, 2, 4][g_idx];
+        let (cin, cout) = (cin_g * groups, cout_g * groups.max(2));
+        let src = tiny_spec(cin, h, w, cout, k, s, p, groups, shortcut);
+        let mut sources = SourceMap::new();
+        let Ok(g) = compile_source("t.rn", &src, &Options { batch, input: None }, &mut sources) else {
+            // Shapes that do not fit (kernel larger than the padded input, option A narrowing).
+            return Ok(());
+        };
+        let x = input_for(&g);
+        let (wts, want) = weights_for(&g, &x);
+        let got = jit_run(&g, &wts, &x, level, 2);
+        prop_assert!(rel(&got, &want) <= 1e-4, "{}: {:e}", src, rel(&got, &want));
+    }
+}
