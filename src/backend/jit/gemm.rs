@@ -2,8 +2,9 @@
 //! once at compile time, B the activations packed (or im2col'ed) per call.
 //!
 //! Layout (BLIS-like): A in panels of MR rows, k-major (`[k][MR]`); B in
-//! panels of NR columns, k-major (`[k][NR]`). A 6x16 AVX2/FMA microkernel
-//! (runtime-detected; a portable kernel otherwise) accumulates KC-deep slices
+//! panels of NR columns, k-major (`[k][NR]`). A 6x32 microkernel, AVX-512 or
+//! two AVX2/FMA 6x16 halves (runtime-detected; portable code otherwise),
+//! accumulates KC-deep slices
 //! into a tile buffer local to the thread, and the epilogue (bias, residual,
 //! ReLU) writes each output element once, after all of K: so an output may
 //! overwrite its residual in place. Tiles of MC x NC run on the pool.
@@ -11,9 +12,9 @@
 use rayon::prelude::*;
 
 pub const MR: usize = 6;
-pub const NR: usize = 16;
+pub const NR: usize = 32;
 const MC: usize = 12 * MR;
-const NC: usize = 16 * NR;
+const NC: usize = 8 * NR;
 const KC: usize = 256;
 
 /// Weights packed for the microkernel: `ceil(m / MR)` panels of `k x MR`.
@@ -170,35 +171,45 @@ unsafe fn epilogue(
         let i = i0 + r;
         let bias = e.bias.map_or(0.0, |b| unsafe { *b.add(i) });
         let row = &buf[r * ld..r * ld + nc];
-        for (cj, &acc) in row.iter().enumerate() {
-            let j = j0 + cj;
-            let mut v = acc + bias;
-            v += match e.residual {
-                ResidualRead::None => 0.0,
-                ResidualRead::Add { ptr } => unsafe {
-                    *ptr.add(i * e.row_stride + j * e.col_stride)
-                },
-                ResidualRead::PadAdd {
-                    ptr,
-                    channels,
-                    h,
-                    w,
-                    stride,
-                    before,
-                    out_w,
-                } => {
-                    if i >= before && i - before < channels {
+        let o = unsafe { out.add(i * e.row_stride + j0 * e.col_stride) };
+        let cs = e.col_stride;
+        let relu = |v: f32| if e.relu && v < 0.0 { 0.0 } else { v };
+        // One loop per residual kind, so each inner loop is branch-light.
+        match e.residual {
+            ResidualRead::None => {
+                for (cj, &acc) in row.iter().enumerate() {
+                    unsafe { *o.add(cj * cs) = relu(acc + bias) };
+                }
+            }
+            ResidualRead::Add { ptr } => {
+                let rp = unsafe { ptr.add(i * e.row_stride + j0 * cs) };
+                for (cj, &acc) in row.iter().enumerate() {
+                    // Read before write: the output may be the residual's bytes.
+                    let res = unsafe { *rp.add(cj * cs) };
+                    unsafe { *o.add(cj * cs) = relu(acc + bias + res) };
+                }
+            }
+            ResidualRead::PadAdd {
+                ptr,
+                channels,
+                h,
+                w,
+                stride,
+                before,
+                out_w,
+            } => {
+                let inside = i >= before && i - before < channels;
+                for (cj, &acc) in row.iter().enumerate() {
+                    let j = j0 + cj;
+                    let res = if inside {
                         let (oy, ox) = (j / out_w, j % out_w);
                         unsafe { *ptr.add((i - before) * h * w + oy * stride * w + ox * stride) }
                     } else {
                         0.0
-                    }
+                    };
+                    unsafe { *o.add(cj * cs) = relu(acc + bias + res) };
                 }
-            };
-            if e.relu && v < 0.0 {
-                v = 0.0;
             }
-            unsafe { *out.add(i * e.row_stride + j * e.col_stride) = v };
         }
     }
 }
@@ -214,30 +225,46 @@ unsafe fn kernel(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if *HAS_AVX2_FMA {
-            return unsafe { x86::kernel_6x16(kc, a, b, c, ldc, accumulate) };
+        match *ISA {
+            Isa::Avx512 => return unsafe { x86::kernel_6x32_avx512(kc, a, b, c, ldc, accumulate) },
+            Isa::Avx2 => unsafe {
+                x86::kernel_6x16(kc, a, b, c, ldc, accumulate);
+                x86::kernel_6x16(kc, a, b.add(16), c.add(16), ldc, accumulate);
+                return;
+            },
+            Isa::Portable => {}
         }
     }
     unsafe { kernel_portable(kc, a, b, c, ldc, accumulate) }
 }
 
-static HAS_AVX2_FMA: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isa {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+/// The best microkernel this machine runs; `RESNETC_NO_AVX512=1` keeps to AVX2.
+static ISA: std::sync::LazyLock<Isa> = std::sync::LazyLock::new(|| {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        if std::env::var_os("RESNETC_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Isa::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::Portable
 });
 
-/// Whether the AVX2/FMA microkernel is in use.
+/// The microkernel in use on this machine.
 pub fn simd_kernel() -> &'static str {
-    if *HAS_AVX2_FMA {
-        "avx2+fma 6x16"
-    } else {
-        "portable 6x16"
+    match *ISA {
+        Isa::Avx512 => "avx512f 6x32",
+        Isa::Avx2 => "avx2+fma 2x(6x16)",
+        Isa::Portable => "portable 6x32",
     }
 }
 
@@ -285,6 +312,53 @@ mod x86 {
         std::hint::black_box(acc);
     }
 
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_6x32_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for k in 0..kc {
+            let b0 = unsafe { _mm512_loadu_ps(b.add(k * NR)) };
+            let b1 = unsafe { _mm512_loadu_ps(b.add(k * NR + 16)) };
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(unsafe { *a.add(k * MR + r) });
+                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let p = unsafe { c.add(r * ldc) };
+            let (mut v0, mut v1) = (row[0], row[1]);
+            if accumulate {
+                v0 = _mm512_add_ps(v0, unsafe { _mm512_loadu_ps(p) });
+                v1 = _mm512_add_ps(v1, unsafe { _mm512_loadu_ps(p.add(16)) });
+            }
+            unsafe {
+                _mm512_storeu_ps(p, v0);
+                _mm512_storeu_ps(p.add(16), v1);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma_loop_avx512(iters: u64) {
+        let m = _mm512_set1_ps(0.999_999);
+        let a = _mm512_set1_ps(1e-7);
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, m, a);
+            }
+        }
+        std::hint::black_box(acc);
+    }
+
+    /// Half of a 6x32 tile: 16 of the panel's 32 columns (B rows are NR apart).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16(
         kc: usize,
@@ -412,10 +486,17 @@ pub fn measure_peak(pool: &rayon::ThreadPool) -> f64 {
 fn peak_loop(iters: u64) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
-        if *HAS_AVX2_FMA {
-            // SAFETY: the features were detected.
-            unsafe { x86::fma_loop(iters) };
-            return (iters * 12 * 8 * 2) as f64;
+        // SAFETY: the features were detected.
+        match *ISA {
+            Isa::Avx512 => {
+                unsafe { x86::fma_loop_avx512(iters) };
+                return (iters * 12 * 16 * 2) as f64;
+            }
+            Isa::Avx2 => {
+                unsafe { x86::fma_loop(iters) };
+                return (iters * 12 * 8 * 2) as f64;
+            }
+            Isa::Portable => {}
         }
     }
     let mut acc = [1.0f32; 16];

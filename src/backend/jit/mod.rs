@@ -320,6 +320,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
             } => {
                 let x = xs.ok_or_else(|| err("pool without input"))?;
                 let d = Box::new(PoolDesc {
+                    shared: sp,
                     n: x.batch(),
                     c: x.channels(),
                     h: x.height(),

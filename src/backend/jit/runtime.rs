@@ -136,6 +136,7 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
 }
 
 pub struct PoolDesc {
+    pub shared: *const Shared,
     pub n: usize,
     pub c: usize,
     pub h: usize,
@@ -154,33 +155,45 @@ pub struct PoolDesc {
 /// As [`rt_conv`].
 pub unsafe extern "C" fn rt_pool(d: *const PoolDesc, x: *const f32, out: *mut f32) {
     let d = unsafe { &*d };
-    for plane in 0..d.n * d.c {
-        let xp = unsafe { x.add(plane * d.h * d.w) };
-        let op = unsafe { out.add(plane * d.oh * d.ow) };
-        for oy in 0..d.oh {
-            for ox in 0..d.ow {
-                let mut acc = if d.max { f32::NEG_INFINITY } else { 0.0 };
-                for ki in 0..d.kernel {
-                    let iy = (oy * d.stride + ki) as isize - d.pad as isize;
-                    if iy < 0 || iy as usize >= d.h {
-                        continue;
-                    }
-                    for kj in 0..d.kernel {
-                        let ix = (ox * d.stride + kj) as isize - d.pad as isize;
-                        if ix < 0 || ix as usize >= d.w {
-                            continue;
-                        }
-                        let v = unsafe { *xp.add(iy as usize * d.w + ix as usize) };
-                        acc = if d.max { acc.max(v) } else { acc + v };
+    let shared = unsafe { &*d.shared };
+    let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
+    // SAFETY: the arena holds n*c planes of each size; planes are disjoint.
+    let outs = unsafe { std::slice::from_raw_parts_mut(out, d.n * d.c * plane_out) };
+    let xs = unsafe { std::slice::from_raw_parts(x, d.n * d.c * plane_in) };
+    let (h, w, oh, ow, kernel, stride, pad, max) =
+        (d.h, d.w, d.oh, d.ow, d.kernel, d.stride, d.pad, d.max);
+    let one = |(p, o): (usize, &mut [f32])| {
+        let xp = &xs[p * plane_in..(p + 1) * plane_in];
+        for oy in 0..oh {
+            // The window's rows and columns inside the input, clipped once.
+            let y0 = (oy * stride) as isize - pad as isize;
+            let (ya, yb) = (
+                y0.max(0) as usize,
+                ((y0 + kernel as isize).min(h as isize)).max(0) as usize,
+            );
+            for ox in 0..ow {
+                let x0 = (ox * stride) as isize - pad as isize;
+                let (xa, xb) = (
+                    x0.max(0) as usize,
+                    ((x0 + kernel as isize).min(w as isize)).max(0) as usize,
+                );
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for iy in ya..yb {
+                    for &v in &xp[iy * w + xa..iy * w + xb] {
+                        acc = if max { acc.max(v) } else { acc + v };
                     }
                 }
-                if !d.max {
-                    acc /= (d.kernel * d.kernel) as f32;
+                if !max {
+                    acc /= (kernel * kernel) as f32;
                 }
-                unsafe { *op.add(oy * d.ow + ox) = acc };
+                o[oy * ow + ox] = acc;
             }
         }
-    }
+    };
+    use rayon::prelude::*;
+    shared
+        .pool
+        .install(|| outs.par_chunks_mut(plane_out).enumerate().for_each(one));
 }
 
 pub struct PadDesc {
