@@ -226,6 +226,24 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             );
         }
         println!("  {} steps, {:.2} ms in all", c.steps.len(), ms(total));
+        let mut by_how: Vec<(&str, Duration, u64)> = Vec::new();
+        for (s, d) in c.steps.iter().zip(&med) {
+            match by_how.iter_mut().find(|x| x.0 == s.how) {
+                Some(x) => {
+                    x.1 += *d;
+                    x.2 += s.flops;
+                }
+                None => by_how.push((s.how, *d, s.flops)),
+            }
+        }
+        for (how, d, f) in by_how {
+            println!(
+                "  {how:<16} {:>9.2} ms {:>5.1}%  {:>7.1} GFLOP/s",
+                ms(d),
+                100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9),
+                f as f64 / d.as_secs_f64().max(1e-9) / 1e9
+            );
+        }
     }
     ExitCode::SUCCESS
 }
