@@ -136,16 +136,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let batch = g.input_shape().batch();
     let flops = 2.0 * macs as f64;
     let gflops = flops / median.as_secs_f64() / 1e9;
-    let peak = gemm::measure_peak(
-        &rayon::ThreadPoolBuilder::new()
-            .num_threads(c.threads)
-            .build()
-            .unwrap_or_else(|_| {
-                rayon::ThreadPoolBuilder::new()
-                    .build()
-                    .expect("a default thread pool")
-            }),
-    );
+    let peak = c.measure_peak();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     if args.json {
         let v = serde_json::json!({

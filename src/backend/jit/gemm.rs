@@ -439,30 +439,53 @@ pub unsafe fn im2col_b(
     let fill = |(p, panel): (usize, &mut [f32])| {
         let j0 = p * NR;
         let cols = (n - j0).min(NR);
-        let mut iy0 = [0isize; NR];
-        let mut ix0 = [0isize; NR];
-        for jj in 0..cols {
+        // The panel's columns as runs of one output row: (first column, oy, first ox, length).
+        let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+        let mut nruns = 0;
+        let mut jj = 0;
+        while jj < cols {
             let (oy, ox) = ((j0 + jj) / ow, (j0 + jj) % ow);
-            iy0[jj] = (oy * stride) as isize - pad as isize;
-            ix0[jj] = (ox * stride) as isize - pad as isize;
+            let len = (ow - ox).min(cols - jj);
+            runs[nruns] = (jj, oy, ox, len);
+            nruns += 1;
+            jj += len;
         }
+        let xp = x.get();
         for ci in 0..c {
             for ki in 0..kernel {
                 for kj in 0..kernel {
                     let kk = (ci * kernel + ki) * kernel + kj;
                     let dst = &mut panel[kk * NR..(kk + 1) * NR];
-                    for jj in 0..NR {
-                        let (iy, ix) = (iy0[jj] + ki as isize, ix0[jj] + kj as isize);
-                        dst[jj] = if jj < cols
-                            && iy >= 0
-                            && ix >= 0
-                            && (iy as usize) < h
-                            && (ix as usize) < w
-                        {
-                            unsafe { *x.get().add((ci * h + iy as usize) * w + ix as usize) }
+                    dst[cols..].fill(0.0);
+                    for &(col, oy, ox0, len) in &runs[..nruns] {
+                        let out = &mut dst[col..col + len];
+                        let iy = (oy * stride + ki) as isize - pad as isize;
+                        if iy < 0 || iy as usize >= h {
+                            out.fill(0.0);
+                            continue;
+                        }
+                        // ix(t) = (ox0 + t) * stride + kj - pad: the t whose ix is inside [0, w).
+                        let first = (ox0 * stride + kj) as isize - pad as isize;
+                        let lo = if first >= 0 { 0 } else { ((-first) as usize).div_ceil(stride) };
+                        let hi = if first >= w as isize {
+                            0
                         } else {
-                            0.0
+                            ((w as isize - 1 - first) as usize / stride + 1).min(len)
                         };
+                        let lo = lo.min(hi);
+                        out[..lo].fill(0.0);
+                        out[hi..].fill(0.0);
+                        let row = unsafe { xp.add((ci * h + iy as usize) * w) };
+                        let start = first + (lo * stride) as isize;
+                        if stride == 1 {
+                            // SAFETY: [start, start + hi - lo) lies inside the row.
+                            let src = unsafe { std::slice::from_raw_parts(row.add(start as usize), hi - lo) };
+                            out[lo..hi].copy_from_slice(src);
+                        } else {
+                            for (t, o) in out[lo..hi].iter_mut().enumerate() {
+                                *o = unsafe { *row.add(start as usize + t * stride) };
+                            }
+                        }
                     }
                 }
             }

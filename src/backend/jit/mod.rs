@@ -560,6 +560,11 @@ impl Compiled {
         )
     }
 
+    /// The FMA peak (GFLOP/s) of this network's threads, measured now.
+    pub fn measure_peak(&self) -> f64 {
+        gemm::measure_peak(&self._shared.pool)
+    }
+
     /// Bytes of the activation arena.
     pub fn arena_bytes(&self) -> usize {
         self.arena.layout.size()
