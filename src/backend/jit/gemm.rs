@@ -97,14 +97,41 @@ impl<T: Copy> Shared<T> {
     }
 }
 
-/// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n` (packed).
+/// Where the GEMM reads B from.
+#[derive(Clone, Copy, Debug)]
+pub enum BSource<'a> {
+    /// Packed panels: `packed_b_len(k, n)` values.
+    Packed(&'a [f32]),
+    /// A row-major `k x n` matrix at row stride `ld`, read in place (a 1x1
+    /// conv's input needs no copy); `edge` holds the last, partial panel
+    /// packed (`k x NR`) when `n` is not a multiple of NR.
+    Rows {
+        ptr: usize,
+        ld: usize,
+        edge: &'a [f32],
+    },
+}
+
+impl BSource<'_> {
+    /// The first element of panel column `col` at depth `p0`, and its row stride.
+    fn at(&self, col: usize, p0: usize, k: usize, n: usize) -> (*const f32, usize) {
+        match *self {
+            BSource::Packed(b) => (b[((col / NR) * k + p0) * NR..].as_ptr(), NR),
+            BSource::Rows { edge, .. } if col + NR > n => (edge[p0 * NR..].as_ptr(), NR),
+            // SAFETY (for the caller): rows p0.. of columns col..col+NR exist.
+            BSource::Rows { ptr, ld, .. } => ((ptr as *const f32).wrapping_add(p0 * ld + col), ld),
+        }
+    }
+}
+
+/// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n`.
 ///
 /// # Safety
 /// `out` and the residual must be valid for every element the epilogue
-/// addresses; `b` holds `packed_b_len(k, n)` values.
+/// addresses; `b` holds the `k x n` values it claims to.
 pub unsafe fn gemm(
     a: &PackedA,
-    b: &[f32],
+    b: BSource,
     n: usize,
     out: *mut f32,
     epi: &Epilogue,
@@ -130,12 +157,12 @@ pub unsafe fn gemm(
             while p0 < k {
                 let kc = (k - p0).min(KC);
                 for pj in 0..panels_n {
-                    let bpanel = &b[((j0 / NR + pj) * k + p0) * NR..];
+                    let (bp, bs) = b.at(j0 + pj * NR, p0, k, n);
                     for pi in 0..panels_m {
                         let apanel = &a.panel(i0 / MR + pi)[p0 * MR..];
                         let c = buf.as_mut_ptr().add(pi * MR * ld + pj * NR);
-                        // SAFETY: panels hold kc x MR and kc x NR values from here.
-                        unsafe { kernel(kc, apanel.as_ptr(), bpanel.as_ptr(), c, ld, p0 > 0) };
+                        // SAFETY: A holds kc x MR values from here, B kc rows of NR at stride bs.
+                        unsafe { kernel(kc, apanel.as_ptr(), bp, bs, c, ld, p0 > 0) };
                     }
                 }
                 p0 += kc;
@@ -219,6 +246,7 @@ unsafe fn kernel(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    bs: usize,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -226,16 +254,18 @@ unsafe fn kernel(
     #[cfg(target_arch = "x86_64")]
     {
         match *ISA {
-            Isa::Avx512 => return unsafe { x86::kernel_6x32_avx512(kc, a, b, c, ldc, accumulate) },
+            Isa::Avx512 => {
+                return unsafe { x86::kernel_6x32_avx512(kc, a, b, bs, c, ldc, accumulate) }
+            }
             Isa::Avx2 => unsafe {
-                x86::kernel_6x16(kc, a, b, c, ldc, accumulate);
-                x86::kernel_6x16(kc, a, b.add(16), c.add(16), ldc, accumulate);
+                x86::kernel_6x16(kc, a, b, bs, c, ldc, accumulate);
+                x86::kernel_6x16(kc, a, b.add(16), bs, c.add(16), ldc, accumulate);
                 return;
             },
             Isa::Portable => {}
         }
     }
-    unsafe { kernel_portable(kc, a, b, c, ldc, accumulate) }
+    unsafe { kernel_portable(kc, a, b, bs, c, ldc, accumulate) }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -272,6 +302,7 @@ unsafe fn kernel_portable(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    bs: usize,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
@@ -281,7 +312,7 @@ unsafe fn kernel_portable(
         for (r, row) in acc.iter_mut().enumerate() {
             let av = unsafe { *a.add(k * MR + r) };
             for (j, v) in row.iter_mut().enumerate() {
-                *v += av * unsafe { *b.add(k * NR + j) };
+                *v += av * unsafe { *b.add(k * bs + j) };
             }
         }
     }
@@ -297,7 +328,7 @@ unsafe fn kernel_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::MR;
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma_loop(iters: u64) {
@@ -317,14 +348,15 @@ mod x86 {
         kc: usize,
         a: *const f32,
         b: *const f32,
+        bs: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
-            let b0 = unsafe { _mm512_loadu_ps(b.add(k * NR)) };
-            let b1 = unsafe { _mm512_loadu_ps(b.add(k * NR + 16)) };
+            let b0 = unsafe { _mm512_loadu_ps(b.add(k * bs)) };
+            let b1 = unsafe { _mm512_loadu_ps(b.add(k * bs + 16)) };
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(unsafe { *a.add(k * MR + r) });
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
@@ -364,14 +396,15 @@ mod x86 {
         kc: usize,
         a: *const f32,
         b: *const f32,
+        bs: usize,
         c: *mut f32,
         ldc: usize,
         accumulate: bool,
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         for k in 0..kc {
-            let b0 = unsafe { _mm256_loadu_ps(b.add(k * NR)) };
-            let b1 = unsafe { _mm256_loadu_ps(b.add(k * NR + 8)) };
+            let b0 = unsafe { _mm256_loadu_ps(b.add(k * bs)) };
+            let b1 = unsafe { _mm256_loadu_ps(b.add(k * bs + 8)) };
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = unsafe { _mm256_broadcast_ss(&*a.add(k * MR + r)) };
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
@@ -466,7 +499,11 @@ pub unsafe fn im2col_b(
                         }
                         // ix(t) = (ox0 + t) * stride + kj - pad: the t whose ix is inside [0, w).
                         let first = (ox0 * stride + kj) as isize - pad as isize;
-                        let lo = if first >= 0 { 0 } else { ((-first) as usize).div_ceil(stride) };
+                        let lo = if first >= 0 {
+                            0
+                        } else {
+                            ((-first) as usize).div_ceil(stride)
+                        };
                         let hi = if first >= w as isize {
                             0
                         } else {
@@ -479,7 +516,9 @@ pub unsafe fn im2col_b(
                         let start = first + (lo * stride) as isize;
                         if stride == 1 {
                             // SAFETY: [start, start + hi - lo) lies inside the row.
-                            let src = unsafe { std::slice::from_raw_parts(row.add(start as usize), hi - lo) };
+                            let src = unsafe {
+                                std::slice::from_raw_parts(row.add(start as usize), hi - lo)
+                            };
                             out[lo..hi].copy_from_slice(src);
                         } else {
                             for (t, o) in out[lo..hi].iter_mut().enumerate() {

@@ -54,10 +54,28 @@ pub unsafe extern "C" fn rt_conv(
     for b in 0..d.n {
         for g in 0..d.groups {
             let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
-            match d.strategy {
-                ConvStrategy::Direct1x1 => unsafe {
-                    gemm::pack_b(xg, d.h * d.w, k, n_pix, scratch, &shared.pool)
-                },
+            let b_source = match d.strategy {
+                ConvStrategy::Direct1x1 => {
+                    // Full panels are read in place; only a partial last panel is packed.
+                    let edge = n_pix / gemm::NR * gemm::NR;
+                    if edge < n_pix {
+                        unsafe {
+                            gemm::pack_b(
+                                xg.add(edge),
+                                d.h * d.w,
+                                k,
+                                n_pix - edge,
+                                scratch,
+                                &shared.pool,
+                            )
+                        };
+                    }
+                    gemm::BSource::Rows {
+                        ptr: xg as usize,
+                        ld: d.h * d.w,
+                        edge: &scratch[..],
+                    }
+                }
                 ConvStrategy::Im2col => unsafe {
                     gemm::im2col_b(
                         xg,
@@ -66,9 +84,10 @@ pub unsafe extern "C" fn rt_conv(
                         (d.oh, d.ow),
                         scratch,
                         &shared.pool,
-                    )
+                    );
+                    gemm::BSource::Packed(&scratch[..])
                 },
-            }
+            };
             let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
             let (rc, rh, rw) = d.res_chw;
             let residual = match d.residual {
@@ -95,7 +114,7 @@ pub unsafe extern "C" fn rt_conv(
                 row_stride: n_pix,
                 col_stride: 1,
             };
-            unsafe { gemm::gemm(&d.a[g], scratch, n_pix, out_b, &epi, &shared.pool) };
+            unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, &shared.pool) };
         }
     }
 }
@@ -132,7 +151,16 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
         row_stride: 1,
         col_stride: d.a.m,
     };
-    unsafe { gemm::gemm(&d.a, scratch, d.n, out, &epi, &shared.pool) };
+    unsafe {
+        gemm::gemm(
+            &d.a,
+            gemm::BSource::Packed(scratch),
+            d.n,
+            out,
+            &epi,
+            &shared.pool,
+        )
+    };
 }
 
 pub struct PoolDesc {
