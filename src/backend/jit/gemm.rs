@@ -201,6 +201,14 @@ unsafe fn epilogue(
         let o = unsafe { out.add(i * e.row_stride + j0 * e.col_stride) };
         let cs = e.col_stride;
         let relu = |v: f32| if e.relu && v < 0.0 { 0.0 } else { v };
+        if cs == 1 && !matches!(e.residual, ResidualRead::PadAdd { .. }) {
+            let res = match e.residual {
+                ResidualRead::Add { ptr } => Some(unsafe { ptr.add(i * e.row_stride + j0) }),
+                _ => None,
+            };
+            unsafe { epilogue_row(row, bias, res, e.relu, o) };
+            continue;
+        }
         // One loop per residual kind, so each inner loop is branch-light.
         match e.residual {
             ResidualRead::None => {
@@ -238,6 +246,36 @@ unsafe fn epilogue(
                 }
             }
         }
+    }
+}
+
+/// A contiguous output row, 8 lanes at a time (the compiler vectorizes the
+/// array arithmetic). The residual chunk is read into registers before the
+/// output chunk is written, so the output may be the residual's own bytes.
+///
+/// # Safety
+/// `out` (and `res`) hold `row.len()` values.
+#[inline]
+unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bool, out: *mut f32) {
+    const L: usize = 8;
+    let full = row.len() / L * L;
+    // ReLU as max(v, 0), like the interpreter (NaN becomes 0); without ReLU, no max.
+    let act = |v: f32| if relu { v.max(0.0) } else { v };
+    for c in (0..full).step_by(L) {
+        let mut v = [0.0f32; L];
+        v.copy_from_slice(&row[c..c + L]);
+        let r: [f32; L] = match res {
+            Some(p) => unsafe { std::ptr::read_unaligned(p.add(c) as *const [f32; L]) },
+            None => [0.0; L],
+        };
+        for t in 0..L {
+            v[t] = act(v[t] + bias + r[t]);
+        }
+        unsafe { std::ptr::write_unaligned(out.add(c) as *mut [f32; L], v) };
+    }
+    for (c, &v) in row.iter().enumerate().skip(full) {
+        let r = res.map_or(0.0, |p| unsafe { *p.add(c) });
+        unsafe { *out.add(c) = act(v + bias + r) };
     }
 }
 
