@@ -5,12 +5,12 @@ mod common;
 
 use ndarray::ArrayD;
 use proptest::prelude::*;
-use resnetc::backend::{interp, jit};
+use resnetc::backend::jit;
 use resnetc::ir::Graph;
 use resnetc::lower::{compile_source, Options};
 use resnetc::passes::{self, Module};
 use resnetc::syntax::SourceMap;
-use resnetc::weights::{init, Weights};
+use resnetc::weights::Weights;
 
 fn input_for(g: &Graph) -> ArrayD<f32> {
     ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
@@ -25,36 +25,6 @@ fn rel(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
         .zip(b.iter())
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
         / scale
-}
-
-/// Weights whose logits stay finite (raising BN variances for very deep nets).
-fn weights_for(g: &Graph, x: &ArrayD<f32>) -> (Weights, ArrayD<f32>) {
-    for damping in [1.0f32, 100.0, 10_000.0] {
-        let mut w = init::init(
-            g,
-            init::InitOptions {
-                seed: 5,
-                randomize_bn: true,
-            },
-        );
-        let keys: Vec<String> = w
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| k.ends_with("running_var"))
-            .collect();
-        for k in keys {
-            let t = w.get(&k).unwrap().mapv(|v| v * damping);
-            w.insert(k, t);
-        }
-        let b = w.clone().bind(g, "init").unwrap();
-        let y = interp::run(g, &b, x.clone(), &[interp::logits_node(g)])
-            .unwrap()
-            .remove(0);
-        if y.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
-            return (w, y);
-        }
-    }
-    panic!("{}: logits overflow", g.name);
 }
 
 fn jit_run(g: &Graph, w: &Weights, x: &ArrayD<f32>, level: u8, threads: usize) -> ArrayD<f32> {
@@ -95,7 +65,7 @@ fn jit_equals_interpreter_on_every_spec() {
             },
         );
         let x = input_for(&g);
-        let (w, want) = weights_for(&g, &x);
+        let (w, want) = common::finite_run(&g, &x, 5);
         for (level, threads) in [(2, 2), (0, 1)] {
             let got = jit_run(&g, &w, &x, level, threads);
             let err = rel(&got, &want);
@@ -114,7 +84,7 @@ fn a_forced_strategy_gives_the_same_result() {
         },
     );
     let x = input_for(&g);
-    let (w, want) = weights_for(&g, &x);
+    let (w, want) = common::finite_run(&g, &x, 5);
     let m = Module {
         graph: g.clone(),
         weights: Some(w.bind(&g, "init").unwrap()),
@@ -213,7 +183,7 @@ proptest! {
             return Ok(());
         };
         let x = input_for(&g);
-        let (wts, want) = weights_for(&g, &x);
+        let (wts, want) = common::finite_run(&g, &x, 5);
         let got = jit_run(&g, &wts, &x, level, 2);
         prop_assert!(rel(&got, &want) <= 1e-4, "{}: {:e}", src, rel(&got, &want));
     }

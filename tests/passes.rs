@@ -10,7 +10,6 @@ use resnetc::ir::{plan, text, Graph, Op};
 use resnetc::lower::{compile_source, Options};
 use resnetc::passes::{self, Module, Pass};
 use resnetc::syntax::SourceMap;
-use resnetc::weights::init;
 
 fn graph_of(src: &str) -> Graph {
     let mut sources = SourceMap::new();
@@ -210,41 +209,6 @@ fn small_input(g: &Graph) -> [usize; 3] {
     }
 }
 
-/// Random weights with randomized BN; for very deep nets (ResNet-1202) the
-/// residual stream overflows f32, so BN variances are raised until the
-/// logits are finite and moderate (each BN then damps its branch).
-fn finite_run(
-    g: &Graph,
-    x: &ndarray::ArrayD<f32>,
-) -> (resnetc::weights::Weights, ndarray::ArrayD<f32>) {
-    for damping in [1.0f32, 100.0, 10_000.0] {
-        let mut w = init::init(
-            g,
-            init::InitOptions {
-                seed: 11,
-                randomize_bn: true,
-            },
-        );
-        let keys: Vec<String> = w
-            .iter()
-            .map(|(k, _)| k.clone())
-            .filter(|k| k.ends_with("running_var"))
-            .collect();
-        for k in keys {
-            let t = w.get(&k).unwrap().mapv(|v| v * damping);
-            w.insert(k, t);
-        }
-        let b = w.clone().bind(g, "init").unwrap();
-        let y = interp::run(g, &b, x.clone(), &[interp::logits_node(g)])
-            .unwrap()
-            .remove(0);
-        if y.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
-            return (w, y);
-        }
-    }
-    panic!("{}: logits overflow even with damped BN", g.name);
-}
-
 #[test]
 fn optimized_equals_unoptimized_on_every_spec() {
     for path in common::all_specs() {
@@ -257,7 +221,7 @@ fn optimized_equals_unoptimized_on_every_spec() {
         let x = ndarray::ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
             ((d[0] * 31 + d[1] * 17 + d[2] * 7 + d[3] * 3) % 23) as f32 / 11.0 - 1.0
         });
-        let (w, base) = finite_run(&g, &x);
+        let (w, base) = common::finite_run(&g, &x, 11);
         let scale = base.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for level in [1, 2] {
             let m = Module {
