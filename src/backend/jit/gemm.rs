@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 pub const MR: usize = 6;
 pub const NR: usize = 32;
-const MC: usize = 12 * MR;
-const NC: usize = 8 * NR;
+const MC: usize = 20 * MR;
+const NC: usize = 16 * NR;
 const KC: usize = 256;
 
 /// Weights packed for the microkernel: `ceil(m / MR)` panels of `k x MR`.
@@ -97,31 +97,291 @@ impl<T: Copy> Shared<T> {
     }
 }
 
-/// Where the GEMM reads B from.
+/// The geometry of a convolution's input as seen by im2col.
 #[derive(Clone, Copy, Debug)]
-pub enum BSource<'a> {
-    /// Packed panels: `packed_b_len(k, n)` values.
-    Packed(&'a [f32]),
-    /// A row-major `k x n` matrix at row stride `ld`, read in place (a 1x1
-    /// conv's input needs no copy); `edge` holds the last, partial panel
-    /// packed (`k x NR`) when `n` is not a multiple of NR.
-    Rows {
-        ptr: usize,
-        ld: usize,
-        edge: &'a [f32],
-    },
+pub struct ConvGeom {
+    /// Channels, height and width of the input map.
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub ow: usize,
 }
 
-impl BSource<'_> {
-    /// The first element of panel column `col` at depth `p0`, and its row stride.
-    fn at(&self, col: usize, p0: usize, k: usize, n: usize) -> (*const f32, usize) {
-        match *self {
-            BSource::Packed(b) => (b[((col / NR) * k + p0) * NR..].as_ptr(), NR),
-            BSource::Rows { edge, .. } if col + NR > n => (edge[p0 * NR..].as_ptr(), NR),
-            // SAFETY (for the caller): rows p0.. of columns col..col+NR exist.
-            BSource::Rows { ptr, ld, .. } => ((ptr as *const f32).wrapping_add(p0 * ld + col), ld),
+/// Where the GEMM reads B (`k x n`) from. Every task packs the blocks it
+/// needs into its own cache-resident buffer: no B matrix is materialized.
+#[derive(Clone, Copy, Debug)]
+pub enum BSource {
+    /// Already packed panels: `packed_b_len(k, n)` values.
+    Packed(*const f32),
+    /// A row-major matrix at row stride `ld` (a 1x1 conv's input).
+    Rows { ptr: *const f32, ld: usize },
+    /// im2col of a `c x h x w` map: row `(c, ki, kj)`, column `(oy, ox)`
+    /// reads `x[c, oy*s + ki - p, ox*s + kj - p]`, zero outside.
+    Im2col { x: *const f32, geom: ConvGeom },
+}
+
+/// The B rows `p0..p0 + kc` of columns `j0..j0 + nc`, packed into
+/// `nc.div_ceil(NR)` panels of `kc x NR` in `dst` (zero past `n`).
+///
+/// # Safety
+/// The source holds the `k x n` values it claims to.
+unsafe fn pack_block(
+    b: BSource,
+    n: usize,
+    p0: usize,
+    kc: usize,
+    j0: usize,
+    nc: usize,
+    dst: &mut [f32],
+) {
+    for (p, panel) in dst[..nc.div_ceil(NR) * kc * NR]
+        .chunks_exact_mut(kc * NR)
+        .enumerate()
+    {
+        let j = j0 + p * NR;
+        let cols = (n - j).min(NR);
+        match b {
+            BSource::Packed(_) => unreachable!("packed B is read in place"),
+            BSource::Rows { ptr, ld } => {
+                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    // SAFETY: row p0 + kk has columns j..j + cols.
+                    let src =
+                        unsafe { std::slice::from_raw_parts(ptr.add((p0 + kk) * ld + j), cols) };
+                    row[..cols].copy_from_slice(src);
+                    row[cols..].fill(0.0);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            BSource::Im2col { x, geom } if *ISA == Isa::Avx512 => unsafe {
+                im2col_panel_avx512(x, &geom, p0, j, cols, panel)
+            },
+            BSource::Im2col { x, geom } => unsafe { im2col_panel(x, &geom, p0, j, cols, panel) },
         }
     }
+}
+
+/// One panel of im2col: rows `p0..`, columns `j..j + cols` (zero past `cols`).
+///
+/// # Safety
+/// `x` holds the `c x h x w` map of `g`.
+unsafe fn im2col_panel(
+    x: *const f32,
+    g: &ConvGeom,
+    p0: usize,
+    j: usize,
+    cols: usize,
+    panel: &mut [f32],
+) {
+    let (h, w, kernel, stride, pad, ow) = (g.h, g.w, g.kernel, g.stride, g.pad, g.ow);
+    // The panel's columns as runs inside one output row: (first column, oy, first ox, length).
+    let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+    let mut nruns = 0;
+    let mut jj = 0;
+    while jj < cols {
+        let (oy, ox) = ((j + jj) / ow, (j + jj) % ow);
+        let len = (ow - ox).min(cols - jj);
+        runs[nruns] = (jj, oy, ox, len);
+        nruns += 1;
+        jj += len;
+    }
+    let kk0 = p0;
+    let (mut ci, mut ki, mut kj) = (kk0 / (kernel * kernel), kk0 / kernel % kernel, kk0 % kernel);
+    for dst in panel.chunks_exact_mut(NR) {
+        dst[cols..].fill(0.0);
+        for &(col, oy, ox0, len) in &runs[..nruns] {
+            let out = &mut dst[col..col + len];
+            let iy = (oy * stride + ki) as isize - pad as isize;
+            if iy < 0 || iy as usize >= h {
+                out.fill(0.0);
+                continue;
+            }
+            // ix(t) = (ox0 + t) * stride + kj - pad: the t whose ix is inside [0, w).
+            let first = (ox0 * stride + kj) as isize - pad as isize;
+            let lo = if first >= 0 {
+                0
+            } else {
+                ((-first) as usize).div_ceil(stride)
+            };
+            let hi = if first >= w as isize {
+                0
+            } else {
+                ((w as isize - 1 - first) as usize / stride + 1).min(len)
+            };
+            let lo = lo.min(hi);
+            out[..lo].fill(0.0);
+            out[hi..].fill(0.0);
+            let row = unsafe { x.add((ci * h + iy as usize) * w) };
+            let start = (first + (lo * stride) as isize) as usize;
+            if stride == 1 {
+                // SAFETY: [start, start + hi - lo) lies inside the row.
+                let src = unsafe { std::slice::from_raw_parts(row.add(start), hi - lo) };
+                out[lo..hi].copy_from_slice(src);
+            } else {
+                for (t, o) in out[lo..hi].iter_mut().enumerate() {
+                    *o = unsafe { *row.add(start + t * stride) };
+                }
+            }
+        }
+        kj += 1;
+        if kj == kernel {
+            kj = 0;
+            ki += 1;
+            if ki == kernel {
+                ki = 0;
+                ci += 1;
+            }
+        }
+    }
+}
+
+/// Where each lane of an im2col panel reads, per kernel tap `(ki, kj)`:
+/// computed once per panel, then used for every input channel.
+#[derive(Default)]
+struct Taps {
+    /// Stride 1: `(offset of lane 0 from the channel's start, lane mask)`
+    /// runs; tap t's are `runs[starts[t]..starts[t + 1]]`.
+    runs: Vec<(isize, u32)>,
+    starts: Vec<usize>,
+    /// Other strides: each lane's offset in the channel, -1 for padding.
+    lanes: Vec<[i32; NR]>,
+}
+
+thread_local! {
+    static TAPS: std::cell::RefCell<Taps> = std::cell::RefCell::default();
+}
+
+impl Taps {
+    fn plan(&mut self, g: &ConvGeom, j: usize, cols: usize) {
+        let (h, w, kernel, stride, pad, ow) = (g.h, g.w, g.kernel, g.stride, g.pad, g.ow);
+        self.runs.clear();
+        self.starts.clear();
+        self.lanes.clear();
+        for t in 0..kernel * kernel {
+            let (ki, kj) = (t / kernel, t % kernel);
+            let mut lanes = [-1i32; NR];
+            for (l, lane) in lanes.iter_mut().enumerate().take(cols) {
+                let (oy, ox) = ((j + l) / ow, (j + l) % ow);
+                let iy = (oy * stride + ki) as isize - pad as isize;
+                let ix = (ox * stride + kj) as isize - pad as isize;
+                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                    *lane = (iy * w as isize + ix) as i32;
+                }
+            }
+            self.starts.push(self.runs.len());
+            if stride == 1 {
+                // Lanes whose offsets step by one form a run: one masked load.
+                let mut l = 0;
+                while l < NR {
+                    if lanes[l] < 0 {
+                        l += 1;
+                        continue;
+                    }
+                    let first = l;
+                    while l + 1 < NR && lanes[l + 1] == lanes[l] + 1 {
+                        l += 1;
+                    }
+                    let mask = (((1u64 << (l + 1)) - 1) & !((1u64 << first) - 1)) as u32;
+                    self.runs
+                        .push((lanes[first] as isize - first as isize, mask));
+                    l += 1;
+                }
+            }
+            self.lanes.push(lanes);
+        }
+        self.starts.push(self.runs.len());
+    }
+}
+
+/// [`im2col_panel`] with AVX-512 masked loads (stride 1) or gathers.
+///
+/// # Safety
+/// As [`im2col_panel`]; AVX-512F is available.
+#[cfg(target_arch = "x86_64")]
+unsafe fn im2col_panel_avx512(
+    x: *const f32,
+    g: &ConvGeom,
+    p0: usize,
+    j: usize,
+    cols: usize,
+    panel: &mut [f32],
+) {
+    let taps = g.kernel * g.kernel;
+    let plane = g.h * g.w;
+    TAPS.with(|t| {
+        let mut t = t.borrow_mut();
+        t.plan(g, j, cols);
+        let (mut ci, mut tap) = (p0 / taps, p0 % taps);
+        for dst in panel.chunks_exact_mut(NR) {
+            let base = x.wrapping_add(ci * plane);
+            // SAFETY: every unmasked lane reads inside channel ci; dst holds NR values.
+            unsafe {
+                if g.stride == 1 {
+                    x86::row_runs(
+                        &t.runs[t.starts[tap]..t.starts[tap + 1]],
+                        base,
+                        dst.as_mut_ptr(),
+                    );
+                } else {
+                    x86::row_gather(&t.lanes[tap], base, dst.as_mut_ptr());
+                }
+            }
+            tap += 1;
+            if tap == taps {
+                tap = 0;
+                ci += 1;
+            }
+        }
+    });
+}
+
+/// A 64-byte aligned, growable f32 buffer: packed B panels and C tiles
+/// start on cache lines, so the microkernel's vector loads never split one.
+#[derive(Default)]
+struct Aligned(Vec<Line>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl Aligned {
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        let lines = len.div_ceil(16);
+        if self.0.len() < lines {
+            self.0.resize(lines, Line([0.0; 16]));
+        }
+        // SAFETY: `lines` Lines are `16 * lines` contiguous f32s.
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut f32, len) }
+    }
+}
+
+thread_local! {
+    /// A thread's packed-B block and C accumulator.
+    static SCRATCH: std::cell::RefCell<(Aligned, Aligned)> = std::cell::RefCell::default();
+}
+
+/// C accumulator budget per task: it stays in L2 beside the packed B block.
+const C_BYTES: usize = 1024 * 1024;
+
+/// How to cut an `m x n` GEMM into `tm x tn` rectangles for `threads`:
+/// the cut whose slowest task does the least work, counting its packing.
+pub fn split(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+    if threads <= 1 || 2 * m * n * k < 1 << 20 {
+        return (1, 1);
+    }
+    let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
+    (1..=threads)
+        .filter(|tm| threads.is_multiple_of(*tm))
+        .map(|tm| (tm, threads / tm))
+        .filter(|&(tm, tn)| tm <= pm && tn <= pn)
+        .min_by_key(|&(tm, tn)| {
+            let (rows, cols) = (pm.div_ceil(tm) * MR, pn.div_ceil(tn) * NR);
+            // Packing one B value costs about as much as a few rows of FMAs.
+            rows * cols + 8 * cols
+        })
+        .unwrap_or((1, 1))
 }
 
 /// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n`.
@@ -137,50 +397,104 @@ pub unsafe fn gemm(
     epi: &Epilogue,
     pool: &rayon::ThreadPool,
 ) {
-    let (m, k) = (a.m, a.k);
-    let tiles_m = m.div_ceil(MC);
-    let tiles_n = n.div_ceil(NC);
-    let out = Shared(out);
-    let epi = Shared(*epi);
+    let cut = split(a.m, n, a.k, pool.current_num_threads());
+    if cut == (1, 1) {
+        unsafe { run_split(a, b, n, out, epi, cut) };
+    } else {
+        let (b, out, epi) = (Shared(b), Shared(out), Shared(*epi));
+        pool.install(|| unsafe { run_split(a, b.get(), n, out.get(), &epi.get(), cut) });
+    }
+}
+
+/// The `tm x tn` tasks of a cut, on the current pool.
+///
+/// # Safety
+/// As [`gemm`].
+unsafe fn run_split(
+    a: &PackedA,
+    b: BSource,
+    n: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+    (tm, tn): (usize, usize),
+) {
+    let m = a.m;
+    let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
+    let (out, epi, b) = (Shared(out), Shared(*epi), Shared(b));
     let run = |t: usize| {
-        let (ti, tj) = (t / tiles_n, t % tiles_n);
-        let (i0, j0) = (ti * MC, tj * NC);
-        let (mc, nc) = ((m - i0).min(MC), (n - j0).min(NC));
-        TILE.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let panels_m = mc.div_ceil(MR);
+        let (ti, tj) = (t / tn, t % tn);
+        // Even shares of whole panels.
+        let (r0, r1) = (pm * ti / tm * MR, (pm * (ti + 1) / tm * MR).min(m));
+        let (c0, c1) = (pn * tj / tn * NR, (pn * (tj + 1) / tn * NR).min(n));
+        if r0 < r1 && c0 < c1 {
+            // SAFETY: this task's outputs are its own.
+            unsafe { task(a, b.get(), n, (r0, r1), (c0, c1), out.get(), &epi.get()) };
+        }
+    };
+    if tm * tn == 1 {
+        run(0);
+    } else {
+        (0..tm * tn).into_par_iter().for_each(run);
+    }
+}
+
+/// Rows `r0..r1` (a multiple of MR from r0) times columns `c0..c1`.
+unsafe fn task(
+    a: &PackedA,
+    b: BSource,
+    n: usize,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+    out: *mut f32,
+    epi: &Epilogue,
+) {
+    let k = a.k;
+    let panels_m = (r1 - r0).div_ceil(MR);
+    // As many columns as keep the C accumulator within budget.
+    let nc_max = (C_BYTES / 4 / (panels_m * MR) / NR).clamp(1, NC / NR) * NR;
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (bbuf, cbuf) = &mut *s;
+        let mut j0 = c0;
+        while j0 < c1 {
+            let nc = (c1 - j0).min(nc_max);
             let panels_n = nc.div_ceil(NR);
-            let ld = panels_n * NR;
-            buf.clear();
-            buf.resize(panels_m * MR * ld, 0.0);
+            let ldc = panels_n * NR;
+            let c = cbuf.get(panels_m * MR * ldc);
             let mut p0 = 0;
             while p0 < k {
                 let kc = (k - p0).min(KC);
-                for pj in 0..panels_n {
-                    let (bp, bs) = b.at(j0 + pj * NR, p0, k, n);
-                    for pi in 0..panels_m {
-                        let apanel = &a.panel(i0 / MR + pi)[p0 * MR..];
-                        let c = buf.as_mut_ptr().add(pi * MR * ld + pj * NR);
-                        // SAFETY: A holds kc x MR values from here, B kc rows of NR at stride bs.
-                        unsafe { kernel(kc, apanel.as_ptr(), bp, bs, c, ld, p0 > 0) };
+                let (bp, b_panel) = match b {
+                    BSource::Packed(ptr) => (ptr, k * NR),
+                    _ => {
+                        let dst = bbuf.get(panels_n * kc * NR);
+                        unsafe { pack_block(b, n, p0, kc, j0, nc, dst) };
+                        (dst.as_ptr(), kc * NR)
+                    }
+                };
+                // Packed B is read in place: its panels are k deep, at depth p0.
+                let (bp, skip) = match b {
+                    BSource::Packed(_) => (unsafe { bp.add((j0 / NR) * k * NR) }, p0 * NR),
+                    _ => (bp, 0),
+                };
+                for ic in (0..panels_m).step_by(MC / MR) {
+                    for pj in 0..panels_n {
+                        let bpj = unsafe { bp.add(pj * b_panel + skip) };
+                        for pi in ic..(ic + MC / MR).min(panels_m) {
+                            let apanel = &a.panel(r0 / MR + pi)[p0 * MR..];
+                            let cp = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
+                            // SAFETY: A holds kc x MR values from here, B kc rows of NR.
+                            unsafe { kernel(kc, apanel.as_ptr(), bpj, NR, cp, ldc, p0 > 0) };
+                        }
                     }
                 }
                 p0 += kc;
             }
-            // SAFETY: this tile's outputs belong to this task alone.
-            unsafe { epilogue(&buf, ld, i0, j0, mc, nc, out.get(), &epi.get()) };
-        });
-    };
-    let tiles = tiles_m * tiles_n;
-    if tiles == 1 || pool.current_num_threads() == 1 {
-        (0..tiles).for_each(run);
-    } else {
-        pool.install(|| (0..tiles).into_par_iter().for_each(run));
-    }
-}
-
-thread_local! {
-    static TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+            // SAFETY: the caller owns these outputs.
+            unsafe { epilogue(c, ldc, r0, j0, r1 - r0, nc, out, epi) };
+            j0 += nc;
+        }
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -366,7 +680,34 @@ unsafe fn kernel_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::MR;
+    use super::{MR, NR};
+
+    /// One im2col row of NR lanes from runs of consecutive offsets:
+    /// `(offset of lane 0, lane mask)`; masked-off lanes neither load nor fault.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn row_runs(runs: &[(isize, u32)], base: *const f32, dst: *mut f32) {
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        for &(off, mask) in runs {
+            let p = base.wrapping_offset(off);
+            lo = unsafe { _mm512_mask_loadu_ps(lo, mask as u16, p) };
+            hi = unsafe { _mm512_mask_loadu_ps(hi, (mask >> 16) as u16, p.wrapping_add(16)) };
+        }
+        unsafe {
+            _mm512_storeu_ps(dst, lo);
+            _mm512_storeu_ps(dst.add(16), hi);
+        }
+    }
+
+    /// One im2col row of NR lanes by gather; lanes at -1 are zero.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn row_gather(lanes: &[i32; NR], base: *const f32, dst: *mut f32) {
+        for half in 0..2 {
+            let idx = unsafe { _mm512_loadu_si512(lanes.as_ptr().add(16 * half) as *const _) };
+            let mask = _mm512_cmpge_epi32_mask(idx, _mm512_setzero_si512());
+            let v = unsafe { _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, base) };
+            unsafe { _mm512_storeu_ps(dst.add(16 * half), v) };
+        }
+    }
 
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn fma_loop(iters: u64) {
@@ -464,114 +805,6 @@ mod x86 {
     }
 }
 
-/// Pack a row-major `k x n` block (row stride `ld`) into B panels.
-///
-/// # Safety
-/// `src` is valid for `k` rows of `n` values at stride `ld`.
-pub unsafe fn pack_b(
-    src: *const f32,
-    ld: usize,
-    k: usize,
-    n: usize,
-    dst: &mut [f32],
-    pool: &rayon::ThreadPool,
-) {
-    let src = Shared(src);
-    let fill = |(p, panel): (usize, &mut [f32])| {
-        let j0 = p * NR;
-        let w = (n - j0).min(NR);
-        for kk in 0..k {
-            let row = unsafe { std::slice::from_raw_parts(src.get().add(kk * ld + j0), w) };
-            panel[kk * NR..kk * NR + w].copy_from_slice(row);
-            panel[kk * NR + w..(kk + 1) * NR].fill(0.0);
-        }
-    };
-    let len = packed_b_len(k, n);
-    pool.install(|| dst[..len].par_chunks_mut(k * NR).enumerate().for_each(fill));
-}
-
-/// im2col straight into B panels: column j is output pixel (oy, ox), row
-/// `(c, ki, kj)` reads `x[c, oy*s + ki - p, ox*s + kj - p]`, zero outside.
-///
-/// # Safety
-/// `x` holds `c x h x w` values.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn im2col_b(
-    x: *const f32,
-    (c, h, w): (usize, usize, usize),
-    (kernel, stride, pad): (usize, usize, usize),
-    (oh, ow): (usize, usize),
-    dst: &mut [f32],
-    pool: &rayon::ThreadPool,
-) {
-    let k = c * kernel * kernel;
-    let n = oh * ow;
-    let x = Shared(x);
-    let fill = |(p, panel): (usize, &mut [f32])| {
-        let j0 = p * NR;
-        let cols = (n - j0).min(NR);
-        // The panel's columns as runs of one output row: (first column, oy, first ox, length).
-        let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
-        let mut nruns = 0;
-        let mut jj = 0;
-        while jj < cols {
-            let (oy, ox) = ((j0 + jj) / ow, (j0 + jj) % ow);
-            let len = (ow - ox).min(cols - jj);
-            runs[nruns] = (jj, oy, ox, len);
-            nruns += 1;
-            jj += len;
-        }
-        let xp = x.get();
-        for ci in 0..c {
-            for ki in 0..kernel {
-                for kj in 0..kernel {
-                    let kk = (ci * kernel + ki) * kernel + kj;
-                    let dst = &mut panel[kk * NR..(kk + 1) * NR];
-                    dst[cols..].fill(0.0);
-                    for &(col, oy, ox0, len) in &runs[..nruns] {
-                        let out = &mut dst[col..col + len];
-                        let iy = (oy * stride + ki) as isize - pad as isize;
-                        if iy < 0 || iy as usize >= h {
-                            out.fill(0.0);
-                            continue;
-                        }
-                        // ix(t) = (ox0 + t) * stride + kj - pad: the t whose ix is inside [0, w).
-                        let first = (ox0 * stride + kj) as isize - pad as isize;
-                        let lo = if first >= 0 {
-                            0
-                        } else {
-                            ((-first) as usize).div_ceil(stride)
-                        };
-                        let hi = if first >= w as isize {
-                            0
-                        } else {
-                            ((w as isize - 1 - first) as usize / stride + 1).min(len)
-                        };
-                        let lo = lo.min(hi);
-                        out[..lo].fill(0.0);
-                        out[hi..].fill(0.0);
-                        let row = unsafe { xp.add((ci * h + iy as usize) * w) };
-                        let start = first + (lo * stride) as isize;
-                        if stride == 1 {
-                            // SAFETY: [start, start + hi - lo) lies inside the row.
-                            let src = unsafe {
-                                std::slice::from_raw_parts(row.add(start as usize), hi - lo)
-                            };
-                            out[lo..hi].copy_from_slice(src);
-                        } else {
-                            for (t, o) in out[lo..hi].iter_mut().enumerate() {
-                                *o = unsafe { *row.add(start as usize + t * stride) };
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    let len = packed_b_len(k, n);
-    pool.install(|| dst[..len].par_chunks_mut(k * NR).enumerate().for_each(fill));
-}
-
 /// The machine's FMA peak in GFLOP/s on `pool`'s threads, measured with a
 /// register-only loop of independent FMAs (what the microkernel could reach).
 pub fn measure_peak(pool: &rayon::ThreadPool) -> f64 {
@@ -607,4 +840,124 @@ fn peak_loop(iters: u64) -> f64 {
     }
     std::hint::black_box(acc);
     (iters * 16 * 2) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn geoms() -> Vec<ConvGeom> {
+        let mut v = Vec::new();
+        // 40 channels of 3x3: K spans two KC slices.
+        for (c, h, w) in [(3, 9, 7), (2, 5, 40), (4, 14, 14), (40, 6, 5)] {
+            for (kernel, stride, pad) in [
+                (1, 1, 0),
+                (1, 2, 0),
+                (3, 1, 1),
+                (3, 2, 1),
+                (7, 2, 3),
+                (3, 1, 0),
+            ] {
+                let ow = (w + 2 * pad - kernel) / stride + 1;
+                v.push(ConvGeom {
+                    c,
+                    h,
+                    w,
+                    kernel,
+                    stride,
+                    pad,
+                    ow,
+                });
+            }
+        }
+        v
+    }
+
+    fn input(g: &ConvGeom) -> Vec<f32> {
+        (0..g.c * g.h * g.w)
+            .map(|i| (i % 13) as f32 - 6.0)
+            .collect()
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_im2col_equals_the_scalar_one() {
+        if *ISA != Isa::Avx512 {
+            return;
+        }
+        for g in geoms() {
+            let x = input(&g);
+            let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
+            let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
+            for j in (0..n).step_by(NR) {
+                let cols = (n - j).min(NR);
+                for p0 in [0, k / 2] {
+                    let rows = k - p0;
+                    let mut want = vec![f32::NAN; rows * NR];
+                    let mut got = vec![f32::NAN; rows * NR];
+                    unsafe { im2col_panel(x.as_ptr(), &g, p0, j, cols, &mut want) };
+                    unsafe { im2col_panel_avx512(x.as_ptr(), &g, p0, j, cols, &mut got) };
+                    assert_eq!(got, want, "{g:?} columns {j}.. rows {p0}..");
+                }
+            }
+        }
+    }
+
+    /// `gemm` against a naive product, with im2col'd B, for every cut of the work.
+    #[test]
+    fn gemm_equals_a_naive_product_for_every_split() {
+        for g in geoms() {
+            let x = input(&g);
+            let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
+            let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
+            let m = 13;
+            let wt: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+            let a = PackedA::pack(&wt, m, k);
+            let mut want = vec![0.0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let (oy, ox) = (j / g.ow, j % g.ow);
+                    let mut acc = 0.0;
+                    for kk in 0..k {
+                        let (ci, ki, kj) = (
+                            kk / (g.kernel * g.kernel),
+                            kk / g.kernel % g.kernel,
+                            kk % g.kernel,
+                        );
+                        let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                        let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                        if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
+                            acc += wt[i * k + kk] * x[(ci * g.h + iy as usize) * g.w + ix as usize];
+                        }
+                    }
+                    want[i * n + j] = acc.max(0.0);
+                }
+            }
+            let epi = Epilogue {
+                bias: None,
+                residual: ResidualRead::None,
+                relu: true,
+                row_stride: n,
+                col_stride: 1,
+            };
+            let geom = g;
+            let mut sources = vec![BSource::Im2col {
+                x: x.as_ptr(),
+                geom,
+            }];
+            if (g.kernel, g.stride, g.pad) == (1, 1, 0) {
+                sources.push(BSource::Rows {
+                    ptr: x.as_ptr(),
+                    ld: g.h * g.w,
+                });
+            }
+            for b in sources {
+                for (tm, tn) in [(1, 1), (2, 1), (1, 2), (3, 2)] {
+                    let mut got = vec![f32::NAN; m * n];
+                    unsafe { run_split(&a, b, n, got.as_mut_ptr(), &epi, (tm, tn)) };
+                    assert_eq!(got, want, "{g:?} {b:?} split {tm}x{tn}");
+                }
+            }
+        }
+    }
 }

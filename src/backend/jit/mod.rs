@@ -197,7 +197,6 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                 };
                 let strategy = strategy::choose(&n.op, opts.conv_strategy);
                 strategies.push((n.name.clone(), strategy.name()));
-                scratch = scratch.max(gemm::packed_b_len(k, shape.height() * shape.width()));
                 let res = ins.get(1).map(|&j| g.node(j).shape.clone());
                 let d = Box::new(ConvDesc {
                     shared: sp,

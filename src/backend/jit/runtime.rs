@@ -9,7 +9,7 @@ use crate::ir::op::Residual;
 /// State shared by every kernel of one compiled network.
 pub struct Shared {
     pub pool: rayon::ThreadPool,
-    /// Packed-B scratch, sized for the largest layer.
+    /// The fc layer's packed input.
     pub scratch: std::cell::UnsafeCell<Vec<f32>>,
 }
 
@@ -47,45 +47,27 @@ pub unsafe extern "C" fn rt_conv(
 ) {
     let d = unsafe { &*d };
     let shared = unsafe { &*d.shared };
-    let scratch = unsafe { &mut *shared.scratch.get() };
     let (cg, og) = (d.c / d.groups, d.o / d.groups);
     let n_pix = d.oh * d.ow;
-    let k = cg * d.kernel * d.kernel;
     for b in 0..d.n {
         for g in 0..d.groups {
             let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
             let b_source = match d.strategy {
-                ConvStrategy::Direct1x1 => {
-                    // Full panels are read in place; only a partial last panel is packed.
-                    let edge = n_pix / gemm::NR * gemm::NR;
-                    if edge < n_pix {
-                        unsafe {
-                            gemm::pack_b(
-                                xg.add(edge),
-                                d.h * d.w,
-                                k,
-                                n_pix - edge,
-                                scratch,
-                                &shared.pool,
-                            )
-                        };
-                    }
-                    gemm::BSource::Rows {
-                        ptr: xg as usize,
-                        ld: d.h * d.w,
-                        edge: &scratch[..],
-                    }
-                }
-                ConvStrategy::Im2col => unsafe {
-                    gemm::im2col_b(
-                        xg,
-                        (cg, d.h, d.w),
-                        (d.kernel, d.stride, d.pad),
-                        (d.oh, d.ow),
-                        scratch,
-                        &shared.pool,
-                    );
-                    gemm::BSource::Packed(&scratch[..])
+                ConvStrategy::Direct1x1 => gemm::BSource::Rows {
+                    ptr: xg,
+                    ld: d.h * d.w,
+                },
+                ConvStrategy::Im2col => gemm::BSource::Im2col {
+                    x: xg,
+                    geom: gemm::ConvGeom {
+                        c: cg,
+                        h: d.h,
+                        w: d.w,
+                        kernel: d.kernel,
+                        stride: d.stride,
+                        pad: d.pad,
+                        ow: d.ow,
+                    },
                 },
             };
             let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
@@ -154,7 +136,7 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
     unsafe {
         gemm::gemm(
             &d.a,
-            gemm::BSource::Packed(scratch),
+            gemm::BSource::Packed(scratch.as_ptr()),
             d.n,
             out,
             &epi,

@@ -1,0 +1,92 @@
+//! The conv GEMMs alone on ResNet-50's layer shapes (batch 1): GFLOP/s and
+//! the share of the measured FMA peak, on one thread and on all. B comes
+//! from the real source (the input read in place, or im2col), packed per
+//! task as in a network run. Run with `cargo bench --bench gemm`; the
+//! whole-network view is `resnetc bench --profile`.
+
+use resnetc::backend::jit::gemm::{self, BSource, ConvGeom, Epilogue, PackedA, ResidualRead};
+use std::time::Instant;
+
+/// (layer, in channels, input size, out channels, kernel, stride)
+const CONVS: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("conv1", 3, 224, 64, 7, 2),
+    ("layer1 1x1 reduce", 256, 56, 64, 1, 1),
+    ("layer1 3x3", 64, 56, 64, 3, 1),
+    ("layer1 1x1 expand", 64, 56, 256, 1, 1),
+    ("layer2 3x3", 128, 28, 128, 3, 1),
+    ("layer2 1x1 expand", 128, 28, 512, 1, 1),
+    ("layer3 3x3", 256, 14, 256, 3, 1),
+    ("layer3 1x1 expand", 256, 14, 1024, 1, 1),
+    ("layer4 3x3", 512, 7, 512, 3, 1),
+    ("layer4 1x1 expand", 512, 7, 2048, 1, 1),
+];
+
+fn main() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("microkernel {}", gemm::simd_kernel());
+    println!(
+        "{:>3}  {:<18} {:>5} {:>5} {:>5}  {:>8}  {:>5}",
+        "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%"
+    );
+    for t in [1, threads] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .expect("a thread pool");
+        let peak = gemm::measure_peak(&pool);
+        for &(name, c, size, o, kernel, stride) in CONVS {
+            let pad = kernel / 2;
+            let out_size = (size + 2 * pad - kernel) / stride + 1;
+            let (m, k, n) = (o, c * kernel * kernel, out_size * out_size);
+            let w: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 / 97.0 - 0.5).collect();
+            let a = PackedA::pack(&w, m, k);
+            let x: Vec<f32> = (0..c * size * size)
+                .map(|i| (i % 89) as f32 / 89.0)
+                .collect();
+            let b = if kernel == 1 {
+                BSource::Rows {
+                    ptr: x.as_ptr(),
+                    ld: size * size,
+                }
+            } else {
+                let geom = ConvGeom {
+                    c,
+                    h: size,
+                    w: size,
+                    kernel,
+                    stride,
+                    pad,
+                    ow: out_size,
+                };
+                BSource::Im2col {
+                    x: x.as_ptr(),
+                    geom,
+                }
+            };
+            let mut out = vec![0.0f32; m * n];
+            let epi = Epilogue {
+                bias: None,
+                residual: ResidualRead::None,
+                relu: true,
+                row_stride: n,
+                col_stride: 1,
+            };
+            let flops = 2.0 * (m * k * n) as f64;
+            let reps = ((1e9 / flops) as usize).clamp(3, 1000);
+            let mut best = f64::INFINITY;
+            for _ in 0..5 {
+                let start = Instant::now();
+                for _ in 0..reps {
+                    // SAFETY: x holds the conv's input, out its m x n output.
+                    unsafe { gemm::gemm(&a, b, n, out.as_mut_ptr(), &epi, &pool) };
+                }
+                best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+            }
+            let g = flops / best / 1e9;
+            println!(
+                "{t:>3}  {name:<18} {m:>5} {k:>5} {n:>5}  {g:>8.1}  {:>4.0}%",
+                100.0 * g / peak
+            );
+        }
+    }
+}
