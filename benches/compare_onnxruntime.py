@@ -389,8 +389,22 @@ def print_table(rows):
 # --------------------------------------------------------------------------
 
 
+def merge_rounds(rounds):
+    """One figure per statistic from several rounds: the median over rounds."""
+    keys = [k for k, v in rounds[0].items() if isinstance(v, (int, float)) or v is None]
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in rounds if r.get(k) is not None]
+        out[k] = float(np.median(vals)) if vals else None
+    return out
+
+
 def bench_net(name, args, tmp: Path):
-    """All batches of one network: ORT first, then resnetc. Rows and errors."""
+    """All batches of one network, in alternating rounds: ORT, then resnetc.
+
+    The machine's speed drifts (shared hosts), so each round times both
+    sides within seconds of each other; the ratio reported is the median of
+    the rounds' ratios. Rows and errors."""
     spec, builder = NETS[name]
     log(f"== {name} ({spec}): weights and ONNX export")
     model = build_model(builder)
@@ -399,41 +413,61 @@ def bench_net(name, args, tmp: Path):
     export_onnx(model, onnx_path)
 
     rows, errors = [], []
-    # ONNX Runtime, every batch; each input and its logits saved for the check.
-    sess = ort_session(onnx_path, args.threads)
     for batch in args.batches:
         x = make_input(batch)
-        stats, y = ort_bench(sess, x, args.warmup, args.iters)
-        log(f"   ORT     batch {batch}: median {stats['median']:.2f} ms "
-            f"(p10 {stats['p10']:.2f}, p90 {stats['p90']:.2f})")
         # The export itself, against PyTorch (a wrong ONNX graph would make
         # every agreement figure meaningless).
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
-        ort_vs_torch = float(np.abs(y - ref).max() / np.abs(ref).max())
-        if ort_vs_torch > args.tol:
-            errors.append(f"{name} batch {batch}: ORT differs from PyTorch by {ort_vs_torch:.1e}")
-        x_path, ort_y = tmp / f"{name}_b{batch}_x.npy", tmp / f"{name}_b{batch}_ort.npy"
+        x_path = tmp / f"{name}_b{batch}_x.npy"
         np.save(x_path, x)
-        np.save(ort_y, y)
-        rows.append({"net": name, "spec": spec, "batch": batch, "ort": stats,
-                     "ort_vs_torch": ort_vs_torch, "resnetc": None, "ratio": None,
-                     "agreement": None})
-    del sess, model  # ORT's threads and the model gone before resnetc runs
+        rows.append({"net": name, "spec": spec, "batch": batch, "x": x, "ref": ref,
+                     "ort": None, "ort_vs_torch": None, "resnetc": None, "ratio": None,
+                     "agreement": None, "rounds": []})
+    del model
 
-    if args.ort_only:
-        return rows, errors
+    for rnd in range(max(1, args.rounds)):
+        # ONNX Runtime, every batch; its threads gone before resnetc runs.
+        sess = ort_session(onnx_path, args.threads)
+        for r in rows:
+            batch = r["batch"]
+            stats, y = ort_bench(sess, r["x"], args.warmup, args.iters)
+            log(f"   round {rnd + 1} ORT     batch {batch}: median {stats['median']:.2f} ms "
+                f"(p10 {stats['p10']:.2f}, p90 {stats['p90']:.2f})")
+            r["rounds"].append({"ort": stats, "resnetc": None, "ratio": None})
+            if rnd == 0:
+                ref = r["ref"]
+                r["ort_vs_torch"] = float(np.abs(y - ref).max() / np.abs(ref).max())
+                if r["ort_vs_torch"] > args.tol:
+                    errors.append(f"{name} batch {batch}: ORT differs from PyTorch by "
+                                  f"{r['ort_vs_torch']:.1e}")
+                np.save(tmp / f"{name}_b{batch}_ort.npy", y)
+        del sess
+        if args.ort_only:
+            continue
+        for r in rows:
+            batch = r["batch"]
+            bench, err = resnetc_bench(args.exe, spec, w_path, batch, args.threads, args.iters)
+            if err:
+                errors.append(f"{name} batch {batch}: resnetc bench: {err}")
+                continue
+            this = r["rounds"][-1]
+            this["resnetc"] = bench
+            if bench["median"]:
+                this["ratio"] = bench["median"] / this["ort"]["median"]
+            log(f"   round {rnd + 1} resnetc batch {batch}: median {fmt(bench['median'], '.2f')} ms")
+
     for r in rows:
         batch = r["batch"]
-        bench, err = resnetc_bench(args.exe, spec, w_path, batch, args.threads, args.iters)
-        if err:
-            errors.append(f"{name} batch {batch}: resnetc bench: {err}")
-        else:
-            r["resnetc"] = bench
-            if bench["median"]:
-                r["ratio"] = bench["median"] / r["ort"]["median"]
-            log(f"   resnetc batch {batch}: median {fmt(bench['median'], '.2f')} ms")
-        if args.check:
+        del r["x"], r["ref"]
+        r["ort"] = merge_rounds([t["ort"] for t in r["rounds"]])
+        done = [t["resnetc"] for t in r["rounds"] if t["resnetc"]]
+        if done:
+            r["resnetc"] = merge_rounds(done)
+        ratios = [t["ratio"] for t in r["rounds"] if t["ratio"]]
+        if ratios:
+            r["ratio"] = float(np.median(ratios))
+        if args.check and not args.ort_only:
             want = np.load(tmp / f"{name}_b{batch}_ort.npy")
             agree, err = resnetc_agreement(args.exe, spec, w_path, args.threads,
                                            tmp / f"{name}_b{batch}_x.npy",
@@ -461,6 +495,8 @@ def main():
     ap.add_argument("--batches", type=int_list, default=[1, 8], help="default: 1,8")
     ap.add_argument("--threads", type=int, default=2, help="for both (default: 2)")
     ap.add_argument("--iters", type=int, default=30, help="timed runs (default: 30)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternating ORT/resnetc rounds; medians over rounds (default: 3)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed ORT runs first (default: 3)")
     ap.add_argument("--tol", type=float, default=1e-4,
                     help="largest agreement max|diff|/max|ort| accepted (default: 1e-4)")
@@ -510,8 +546,9 @@ def main():
     machine, vers = machine_info(), versions(args.exe)
     machine["load_avg_1min_at_start"] = load_at_start
     print(f"\nresnetc vs ONNX Runtime (CPUExecutionProvider), {args.threads} thread(s), "
-          f"{args.iters} timed runs ({args.warmup} ORT warm-up), input [B,3,224,224] f32; "
-          f"latency in ms, median; resnetc/ORT < 1 means resnetc is faster; agreement is "
+          f"{args.rounds} alternating rounds of {args.iters} timed runs ({args.warmup} ORT warm-up), "
+          f"input [B,3,224,224] f32; latency in ms, median of the rounds' medians; resnetc/ORT is "
+          f"the median of the rounds' ratios, < 1 means resnetc is faster; agreement is "
           f"max|resnetc - ort| / max|ort| on the logits\n")
     print_table(rows)
     print()

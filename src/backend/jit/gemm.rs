@@ -98,7 +98,7 @@ impl<T: Copy> Shared<T> {
 }
 
 /// The geometry of a convolution's input as seen by im2col.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
     /// Channels, height and width of the input map.
     pub c: usize,
@@ -131,12 +131,16 @@ pub enum BSource {
 unsafe fn pack_block(
     b: BSource,
     n: usize,
-    p0: usize,
-    kc: usize,
-    j0: usize,
-    nc: usize,
+    (p0, kc): (usize, usize),
+    (j0, nc): (usize, usize),
     dst: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let BSource::Im2col { x, geom } = b {
+        if *ISA == Isa::Avx512 {
+            return unsafe { im2col_block_avx512(x, &geom, n, (p0, kc), (j0, nc), dst) };
+        }
+    }
     for (p, panel) in dst[..nc.div_ceil(NR) * kc * NR]
         .chunks_exact_mut(kc * NR)
         .enumerate()
@@ -148,16 +152,18 @@ unsafe fn pack_block(
             BSource::Rows { ptr, ld } => {
                 for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
                     // SAFETY: row p0 + kk has columns j..j + cols.
-                    let src =
-                        unsafe { std::slice::from_raw_parts(ptr.add((p0 + kk) * ld + j), cols) };
-                    row[..cols].copy_from_slice(src);
-                    row[cols..].fill(0.0);
+                    let src = unsafe { ptr.add((p0 + kk) * ld + j) };
+                    if cols == NR {
+                        // A fixed-size copy: vector moves, not a memcpy call per row.
+                        let v = unsafe { std::ptr::read_unaligned(src as *const [f32; NR]) };
+                        row.copy_from_slice(&v);
+                    } else {
+                        row[..cols]
+                            .copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
+                        row[cols..].fill(0.0);
+                    }
                 }
             }
-            #[cfg(target_arch = "x86_64")]
-            BSource::Im2col { x, geom } if *ISA == Isa::Avx512 => unsafe {
-                im2col_panel_avx512(x, &geom, p0, j, cols, panel)
-            },
             BSource::Im2col { x, geom } => unsafe { im2col_panel(x, &geom, p0, j, cols, panel) },
         }
     }
@@ -238,7 +244,8 @@ unsafe fn im2col_panel(
 }
 
 /// Where each lane of an im2col panel reads, per kernel tap `(ki, kj)`:
-/// computed once per panel, then used for every input channel.
+/// planned once per panel and column chunk, then used for every input
+/// channel and every KC slice.
 #[derive(Default)]
 struct Taps {
     /// Stride 1: `(offset of lane 0 from the channel's start, lane mask)`
@@ -250,8 +257,14 @@ struct Taps {
 }
 
 thread_local! {
-    static TAPS: std::cell::RefCell<Taps> = std::cell::RefCell::default();
+    /// The plans of the column chunk a thread is packing, one per panel,
+    /// and the chunk they were made for.
+    static TAPS: std::cell::RefCell<(Vec<Taps>, Option<ChunkKey>)> =
+        std::cell::RefCell::default();
 }
+
+/// The chunk plans were made for: input, first column, columns, geometry.
+type ChunkKey = (usize, usize, usize, ConvGeom);
 
 impl Taps {
     fn plan(&mut self, g: &ConvGeom, j: usize, cols: usize) {
@@ -259,13 +272,20 @@ impl Taps {
         self.runs.clear();
         self.starts.clear();
         self.lanes.clear();
+        // Each lane's output pixel, as the input position of tap (0, 0).
+        let mut at = [(0isize, 0isize); NR];
+        for (l, a) in at.iter_mut().enumerate().take(cols) {
+            let (oy, ox) = ((j + l) / ow, (j + l) % ow);
+            *a = (
+                (oy * stride) as isize - pad as isize,
+                (ox * stride) as isize - pad as isize,
+            );
+        }
         for t in 0..kernel * kernel {
-            let (ki, kj) = (t / kernel, t % kernel);
+            let (ki, kj) = ((t / kernel) as isize, (t % kernel) as isize);
             let mut lanes = [-1i32; NR];
-            for (l, lane) in lanes.iter_mut().enumerate().take(cols) {
-                let (oy, ox) = ((j + l) / ow, (j + l) % ow);
-                let iy = (oy * stride + ki) as isize - pad as isize;
-                let ix = (ox * stride + kj) as isize - pad as isize;
+            for (lane, &(y0, x0)) in lanes.iter_mut().zip(&at).take(cols) {
+                let (iy, ix) = (y0 + ki, x0 + kj);
                 if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
                     *lane = (iy * w as isize + ix) as i32;
                 }
@@ -295,43 +315,62 @@ impl Taps {
     }
 }
 
-/// [`im2col_panel`] with AVX-512 masked loads (stride 1) or gathers.
+/// [`pack_block`] of im2col with AVX-512: masked loads (stride 1) or
+/// gathers, from plans made at the chunk's first KC slice.
 ///
 /// # Safety
-/// As [`im2col_panel`]; AVX-512F is available.
+/// As [`pack_block`]; AVX-512F is available.
 #[cfg(target_arch = "x86_64")]
-unsafe fn im2col_panel_avx512(
+unsafe fn im2col_block_avx512(
     x: *const f32,
     g: &ConvGeom,
-    p0: usize,
-    j: usize,
-    cols: usize,
-    panel: &mut [f32],
+    n: usize,
+    (p0, kc): (usize, usize),
+    (j0, nc): (usize, usize),
+    dst: &mut [f32],
 ) {
     let taps = g.kernel * g.kernel;
     let plane = g.h * g.w;
+    let panels = nc.div_ceil(NR);
     TAPS.with(|t| {
         let mut t = t.borrow_mut();
-        t.plan(g, j, cols);
-        let (mut ci, mut tap) = (p0 / taps, p0 % taps);
-        for dst in panel.chunks_exact_mut(NR) {
-            let base = x.wrapping_add(ci * plane);
-            // SAFETY: every unmasked lane reads inside channel ci; dst holds NR values.
-            unsafe {
-                if g.stride == 1 {
-                    x86::row_runs(
-                        &t.runs[t.starts[tap]..t.starts[tap + 1]],
-                        base,
-                        dst.as_mut_ptr(),
-                    );
-                } else {
-                    x86::row_gather(&t.lanes[tap], base, dst.as_mut_ptr());
-                }
+        let (plans, made_for) = &mut *t;
+        // A new chunk (or another conv): plan its panels.
+        let key = (x as usize, j0, nc, *g);
+        if p0 == 0 || *made_for != Some(key) {
+            if plans.len() < panels {
+                plans.resize_with(panels, Taps::default);
             }
-            tap += 1;
-            if tap == taps {
-                tap = 0;
-                ci += 1;
+            for (p, plan) in plans.iter_mut().enumerate().take(panels) {
+                let j = j0 + p * NR;
+                plan.plan(g, j, (n - j).min(NR));
+            }
+            *made_for = Some(key);
+        }
+        for (plan, panel) in plans
+            .iter()
+            .zip(dst[..panels * kc * NR].chunks_exact_mut(kc * NR))
+        {
+            let (mut ci, mut tap) = (p0 / taps, p0 % taps);
+            for row in panel.chunks_exact_mut(NR) {
+                let base = x.wrapping_add(ci * plane);
+                // SAFETY: every unmasked lane reads inside channel ci; row holds NR values.
+                unsafe {
+                    if g.stride == 1 {
+                        x86::row_runs(
+                            &plan.runs[plan.starts[tap]..plan.starts[tap + 1]],
+                            base,
+                            row.as_mut_ptr(),
+                        );
+                    } else {
+                        x86::row_gather(&plan.lanes[tap], base, row.as_mut_ptr());
+                    }
+                }
+                tap += 1;
+                if tap == taps {
+                    tap = 0;
+                    ci += 1;
+                }
             }
         }
     });
@@ -468,7 +507,7 @@ unsafe fn task(
                     BSource::Packed(ptr) => (ptr, k * NR),
                     _ => {
                         let dst = bbuf.get(panels_n * kc * NR);
-                        unsafe { pack_block(b, n, p0, kc, j0, nc, dst) };
+                        unsafe { pack_block(b, n, (p0, kc), (j0, nc), dst) };
                         (dst.as_ptr(), kc * NR)
                     }
                 };
@@ -481,33 +520,64 @@ unsafe fn task(
                     for pj in 0..panels_n {
                         let bpj = unsafe { bp.add(pj * b_panel + skip) };
                         for pi in ic..(ic + MC / MR).min(panels_m) {
-                            let apanel = &a.panel(r0 / MR + pi)[p0 * MR..];
+                            let apanel = a.panel(r0 / MR + pi)[p0 * MR..].as_ptr();
+                            // Weights come cold from memory: fetch the next panel meanwhile.
+                            let next = (r0 / MR + pi + 1).min(a.m.div_ceil(MR) - 1);
+                            let anext = a.panel(next)[p0 * MR..].as_ptr();
                             let cp = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
                             // SAFETY: A holds kc x MR values from here, B kc rows of NR.
-                            unsafe { kernel(kc, apanel.as_ptr(), bpj, NR, cp, ldc, p0 > 0) };
+                            unsafe { kernel(kc, (apanel, anext), bpj, NR, cp, ldc, p0 > 0) };
                         }
                     }
                 }
                 p0 += kc;
             }
             // SAFETY: the caller owns these outputs.
-            unsafe { epilogue(c, ldc, r0, j0, r1 - r0, nc, out, epi) };
+            let acc = Acc {
+                buf: c,
+                ld: ldc,
+                i0: r0,
+                j0,
+                rows: r1 - r0,
+                cols: nc,
+            };
+            unsafe { epilogue(&acc, out, epi) };
             j0 += nc;
         }
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn epilogue(
-    buf: &[f32],
+/// A task's accumulated C: `rows x cols` outputs from (i0, j0), at row stride `ld`.
+struct Acc<'a> {
+    buf: &'a [f32],
     ld: usize,
     i0: usize,
     j0: usize,
-    mc: usize,
-    nc: usize,
-    out: *mut f32,
-    e: &Epilogue,
-) {
+    rows: usize,
+    cols: usize,
+}
+
+/// The epilogue, compiled for the widest vectors this machine has.
+unsafe fn epilogue(acc: &Acc, out: *mut f32, e: &Epilogue) {
+    #[cfg(target_arch = "x86_64")]
+    match *ISA {
+        Isa::Avx512 => return unsafe { x86::epilogue_avx512(acc, out, e) },
+        Isa::Avx2 => return unsafe { x86::epilogue_avx2(acc, out, e) },
+        Isa::Portable => {}
+    }
+    unsafe { epilogue_body(acc, out, e) }
+}
+
+#[inline(always)]
+unsafe fn epilogue_body(acc: &Acc, out: *mut f32, e: &Epilogue) {
+    let &Acc {
+        buf,
+        ld,
+        i0,
+        j0,
+        rows: mc,
+        cols: nc,
+    } = acc;
     for r in 0..mc {
         let i = i0 + r;
         let bias = e.bias.map_or(0.0, |b| unsafe { *b.add(i) });
@@ -569,9 +639,9 @@ unsafe fn epilogue(
 ///
 /// # Safety
 /// `out` (and `res`) hold `row.len()` values.
-#[inline]
+#[inline(always)]
 unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bool, out: *mut f32) {
-    const L: usize = 8;
+    const L: usize = 16;
     let full = row.len() / L * L;
     // ReLU as max(v, 0), like the interpreter (NaN becomes 0); without ReLU, no max.
     let act = |v: f32| if relu { v.max(0.0) } else { v };
@@ -596,7 +666,7 @@ unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bo
 /// One MR x NR tile: `c (+)= a x b` over `kc`, `c` with row stride `ldc`.
 unsafe fn kernel(
     kc: usize,
-    a: *const f32,
+    (a, a_next): (*const f32, *const f32),
     b: *const f32,
     bs: usize,
     c: *mut f32,
@@ -607,11 +677,11 @@ unsafe fn kernel(
     {
         match *ISA {
             Isa::Avx512 => {
-                return unsafe { x86::kernel_6x32_avx512(kc, a, b, bs, c, ldc, accumulate) }
+                return unsafe { x86::kernel_6x32_avx512(kc, a, a_next, b, bs, c, ldc, accumulate) }
             }
             Isa::Avx2 => unsafe {
-                x86::kernel_6x16(kc, a, b, bs, c, ldc, accumulate);
-                x86::kernel_6x16(kc, a, b.add(16), bs, c.add(16), ldc, accumulate);
+                x86::kernel_6x16(kc, a, a_next, b, bs, c, ldc, accumulate);
+                x86::kernel_6x16(kc, a, a, b.add(16), bs, c.add(16), ldc, accumulate);
                 return;
             },
             Isa::Portable => {}
@@ -680,7 +750,19 @@ unsafe fn kernel_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::{epilogue_body, Acc, Epilogue, MR, NR};
+
+    /// [`epilogue_body`] compiled for wider vectors.
+    macro_rules! epilogue_with {
+        ($name:ident, $features:literal) => {
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(acc: &Acc, out: *mut f32, e: &Epilogue) {
+                unsafe { epilogue_body(acc, out, e) }
+            }
+        };
+    }
+    epilogue_with!(epilogue_avx512, "avx512f");
+    epilogue_with!(epilogue_avx2, "avx2,fma");
 
     /// One im2col row of NR lanes from runs of consecutive offsets:
     /// `(offset of lane 0, lane mask)`; masked-off lanes neither load nor fault.
@@ -722,10 +804,12 @@ mod x86 {
         std::hint::black_box(acc);
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_6x32_avx512(
         kc: usize,
         a: *const f32,
+        a_next: *const f32,
         b: *const f32,
         bs: usize,
         c: *mut f32,
@@ -734,6 +818,7 @@ mod x86 {
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         for k in 0..kc {
+            _mm_prefetch::<_MM_HINT_T0>(a_next.wrapping_add(k * MR) as *const i8);
             let b0 = unsafe { _mm512_loadu_ps(b.add(k * bs)) };
             let b1 = unsafe { _mm512_loadu_ps(b.add(k * bs + 16)) };
             for (r, row) in acc.iter_mut().enumerate() {
@@ -770,10 +855,12 @@ mod x86 {
     }
 
     /// Half of a 6x32 tile: 16 of the panel's 32 columns (B rows are NR apart).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_6x16(
         kc: usize,
         a: *const f32,
+        a_next: *const f32,
         b: *const f32,
         bs: usize,
         c: *mut f32,
@@ -782,6 +869,7 @@ mod x86 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         for k in 0..kc {
+            _mm_prefetch::<_MM_HINT_T0>(a_next.wrapping_add(k * MR) as *const i8);
             let b0 = unsafe { _mm256_loadu_ps(b.add(k * bs)) };
             let b1 = unsafe { _mm256_loadu_ps(b.add(k * bs + 8)) };
             for (r, row) in acc.iter_mut().enumerate() {
@@ -889,16 +977,17 @@ mod tests {
             let x = input(&g);
             let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
             let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
-            for j in (0..n).step_by(NR) {
-                let cols = (n - j).min(NR);
-                for p0 in [0, k / 2] {
-                    let rows = k - p0;
-                    let mut want = vec![f32::NAN; rows * NR];
-                    let mut got = vec![f32::NAN; rows * NR];
-                    unsafe { im2col_panel(x.as_ptr(), &g, p0, j, cols, &mut want) };
-                    unsafe { im2col_panel_avx512(x.as_ptr(), &g, p0, j, cols, &mut got) };
-                    assert_eq!(got, want, "{g:?} columns {j}.. rows {p0}..");
+            // Whole K, then two slices (the second reuses the first's plans).
+            for (p0, kc) in [(0, k), (0, k / 2), (k / 2, k - k / 2)] {
+                let panels = n.div_ceil(NR);
+                let mut want = vec![f32::NAN; panels * kc * NR];
+                for (p, panel) in want.chunks_exact_mut(kc * NR).enumerate() {
+                    let j = p * NR;
+                    unsafe { im2col_panel(x.as_ptr(), &g, p0, j, (n - j).min(NR), panel) };
                 }
+                let mut got = vec![f32::NAN; panels * kc * NR];
+                unsafe { im2col_block_avx512(x.as_ptr(), &g, n, (p0, kc), (0, n), &mut got) };
+                assert_eq!(got, want, "{g:?} rows {p0}..{}", p0 + kc);
             }
         }
     }
