@@ -6,6 +6,7 @@
 //! whole-network view is `resnetc bench --profile`.
 
 use resnetc::backend::jit::gemm::{self, BSource, ConvGeom, Epilogue, PackedA, ResidualRead};
+use resnetc::backend::jit::team::Team;
 use std::time::Instant;
 
 /// (layer, in channels, input size, out channels, kernel, stride)
@@ -30,10 +31,7 @@ fn main() {
         "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%"
     );
     for t in [1, threads] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build()
-            .expect("a thread pool");
+        let pool = Team::new(t).expect("threads");
         let peak = gemm::measure_peak(&pool);
         for &(name, c, size, o, kernel, stride) in CONVS {
             let pad = kernel / 2;

@@ -1,19 +1,20 @@
 //! GEMM with a fused epilogue: `C = epilogue(A x B)`, A the weights packed
-//! once at compile time, B the activations packed (or im2col'ed) per call.
+//! once at compile time, B the activations.
 //!
 //! Layout (BLIS-like): A in panels of MR rows, k-major (`[k][MR]`); B in
-//! panels of NR columns, k-major (`[k][NR]`). A 6x32 microkernel, AVX-512 or
-//! two AVX2/FMA 6x16 halves (runtime-detected; portable code otherwise),
-//! accumulates KC-deep slices
-//! into a tile buffer local to the thread, and the epilogue (bias, residual,
-//! ReLU) writes each output element once, after all of K: so an output may
-//! overwrite its residual in place. Tiles of MC x NC run on the pool.
+//! panels of NR columns, k-major (`[k][NR]`). Each GEMM is cut into one
+//! rectangle per thread ([`split`]); a task packs its B columns KC rows at
+//! a time (from the input rows, or by im2col) into an L2-resident block,
+//! and runs a 12x32 microkernel (AVX-512, or 6x16 AVX2/FMA pieces; portable
+//! code otherwise) over it with each A panel held in L1, accumulating into
+//! a C buffer local to the thread. The epilogue (bias, residual, ReLU) then
+//! writes each output once, after all of K: so an output may overwrite its
+//! residual in place.
 
-use rayon::prelude::*;
+use super::team::Team;
 
-pub const MR: usize = 6;
+pub const MR: usize = 12;
 pub const NR: usize = 32;
-const MC: usize = 20 * MR;
 const NC: usize = 16 * NR;
 const KC: usize = 256;
 
@@ -428,24 +429,12 @@ pub fn split(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
 /// # Safety
 /// `out` and the residual must be valid for every element the epilogue
 /// addresses; `b` holds the `k x n` values it claims to.
-pub unsafe fn gemm(
-    a: &PackedA,
-    b: BSource,
-    n: usize,
-    out: *mut f32,
-    epi: &Epilogue,
-    pool: &rayon::ThreadPool,
-) {
-    let cut = split(a.m, n, a.k, pool.current_num_threads());
-    if cut == (1, 1) {
-        unsafe { run_split(a, b, n, out, epi, cut) };
-    } else {
-        let (b, out, epi) = (Shared(b), Shared(out), Shared(*epi));
-        pool.install(|| unsafe { run_split(a, b.get(), n, out.get(), &epi.get(), cut) });
-    }
+pub unsafe fn gemm(a: &PackedA, b: BSource, n: usize, out: *mut f32, epi: &Epilogue, team: &Team) {
+    let cut = split(a.m, n, a.k, team.size());
+    unsafe { run_split(a, b, n, out, epi, cut, team) };
 }
 
-/// The `tm x tn` tasks of a cut, on the current pool.
+/// The `tm x tn` tasks of a cut, on `team`.
 ///
 /// # Safety
 /// As [`gemm`].
@@ -456,6 +445,7 @@ unsafe fn run_split(
     out: *mut f32,
     epi: &Epilogue,
     (tm, tn): (usize, usize),
+    team: &Team,
 ) {
     let m = a.m;
     let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
@@ -470,11 +460,7 @@ unsafe fn run_split(
             unsafe { task(a, b.get(), n, (r0, r1), (c0, c1), out.get(), &epi.get()) };
         }
     };
-    if tm * tn == 1 {
-        run(0);
-    } else {
-        (0..tm * tn).into_par_iter().for_each(run);
-    }
+    team.run(tm * tn, &run);
 }
 
 /// Rows `r0..r1` (a multiple of MR from r0) times columns `c0..c1`.
@@ -516,18 +502,26 @@ unsafe fn task(
                     BSource::Packed(_) => (unsafe { bp.add((j0 / NR) * k * NR) }, p0 * NR),
                     _ => (bp, 0),
                 };
-                for ic in (0..panels_m).step_by(MC / MR) {
+                // The A panel stays in L1 while the B panels stream from L2.
+                for pi in 0..panels_m {
+                    let apanel = a.panel(r0 / MR + pi)[p0 * MR..].as_ptr();
+                    // Weights come cold from memory: fetch the next panel meanwhile.
+                    let next = (r0 / MR + pi + 1).min(a.m.div_ceil(MR) - 1);
+                    let mut tile = Tile {
+                        kc,
+                        rows: (r1 - r0 - pi * MR).min(MR),
+                        a: apanel,
+                        a_next: a.panel(next)[p0 * MR..].as_ptr(),
+                        b: bp,
+                        c: c.as_mut_ptr(),
+                        ldc,
+                        accumulate: p0 > 0,
+                    };
                     for pj in 0..panels_n {
-                        let bpj = unsafe { bp.add(pj * b_panel + skip) };
-                        for pi in ic..(ic + MC / MR).min(panels_m) {
-                            let apanel = a.panel(r0 / MR + pi)[p0 * MR..].as_ptr();
-                            // Weights come cold from memory: fetch the next panel meanwhile.
-                            let next = (r0 / MR + pi + 1).min(a.m.div_ceil(MR) - 1);
-                            let anext = a.panel(next)[p0 * MR..].as_ptr();
-                            let cp = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
-                            // SAFETY: A holds kc x MR values from here, B kc rows of NR.
-                            unsafe { kernel(kc, (apanel, anext), bpj, NR, cp, ldc, p0 > 0) };
-                        }
+                        tile.b = unsafe { bp.add(pj * b_panel + skip) };
+                        tile.c = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
+                        // SAFETY: A holds kc x MR values from here, B kc rows of NR.
+                        unsafe { kernel(&tile) };
                     }
                 }
                 p0 += kc;
@@ -663,31 +657,31 @@ unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bo
     }
 }
 
-/// One MR x NR tile: `c (+)= a x b` over `kc`, `c` with row stride `ldc`.
-unsafe fn kernel(
+/// One microkernel call: `c (+)= a x b` over `kc` for the first `rows`
+/// rows of an A panel (MR apart per k) and a B panel (NR apart per k);
+/// `c` has row stride `ldc`. `a_next` is prefetched meanwhile.
+#[derive(Clone, Copy)]
+struct Tile {
     kc: usize,
-    (a, a_next): (*const f32, *const f32),
+    rows: usize,
+    a: *const f32,
+    a_next: *const f32,
     b: *const f32,
-    bs: usize,
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
-) {
+}
+
+/// # Safety
+/// The tile's pointers hold what [`Tile`] says.
+unsafe fn kernel(t: &Tile) {
     #[cfg(target_arch = "x86_64")]
-    {
-        match *ISA {
-            Isa::Avx512 => {
-                return unsafe { x86::kernel_6x32_avx512(kc, a, a_next, b, bs, c, ldc, accumulate) }
-            }
-            Isa::Avx2 => unsafe {
-                x86::kernel_6x16(kc, a, a_next, b, bs, c, ldc, accumulate);
-                x86::kernel_6x16(kc, a, a, b.add(16), bs, c.add(16), ldc, accumulate);
-                return;
-            },
-            Isa::Portable => {}
-        }
+    match *ISA {
+        Isa::Avx512 => return unsafe { x86::kernel_avx512(t) },
+        Isa::Avx2 => return unsafe { x86::kernel_avx2(t) },
+        Isa::Portable => {}
     }
-    unsafe { kernel_portable(kc, a, b, bs, c, ldc, accumulate) }
+    unsafe { kernel_portable(t) }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -714,34 +708,26 @@ static ISA: std::sync::LazyLock<Isa> = std::sync::LazyLock::new(|| {
 /// The microkernel in use on this machine.
 pub fn simd_kernel() -> &'static str {
     match *ISA {
-        Isa::Avx512 => "avx512f 6x32",
-        Isa::Avx2 => "avx2+fma 2x(6x16)",
-        Isa::Portable => "portable 6x32",
+        Isa::Avx512 => "avx512f 12x32",
+        Isa::Avx2 => "avx2+fma 4x(6x16)",
+        Isa::Portable => "portable 12x32",
     }
 }
 
-unsafe fn kernel_portable(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    bs: usize,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
-) {
+unsafe fn kernel_portable(t: &Tile) {
     let mut acc = [[0.0f32; NR]; MR];
-    for k in 0..kc {
-        for (r, row) in acc.iter_mut().enumerate() {
-            let av = unsafe { *a.add(k * MR + r) };
+    for k in 0..t.kc {
+        for (r, row) in acc.iter_mut().enumerate().take(t.rows) {
+            let av = unsafe { *t.a.add(k * MR + r) };
             for (j, v) in row.iter_mut().enumerate() {
-                *v += av * unsafe { *b.add(k * bs + j) };
+                *v += av * unsafe { *t.b.add(k * NR + j) };
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
+    for (r, row) in acc.iter().enumerate().take(t.rows) {
         for (j, v) in row.iter().enumerate() {
-            let p = unsafe { c.add(r * ldc + j) };
-            unsafe { *p = if accumulate { *p + v } else { *v } };
+            let p = unsafe { t.c.add(r * t.ldc + j) };
+            unsafe { *p = if t.accumulate { *p + v } else { *v } };
         }
     }
 }
@@ -750,7 +736,7 @@ unsafe fn kernel_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{epilogue_body, Acc, Epilogue, MR, NR};
+    use super::{epilogue_body, Acc, Epilogue, Tile, MR, NR};
 
     /// [`epilogue_body`] compiled for wider vectors.
     macro_rules! epilogue_with {
@@ -804,23 +790,16 @@ mod x86 {
         std::hint::black_box(acc);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// An `R x 32` tile (R <= MR rows of the A panel): 2R accumulators,
+    /// two B vectors and a broadcast, within the 32 zmm registers.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_6x32_avx512(
-        kc: usize,
-        a: *const f32,
-        a_next: *const f32,
-        b: *const f32,
-        bs: usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        for k in 0..kc {
-            _mm_prefetch::<_MM_HINT_T0>(a_next.wrapping_add(k * MR) as *const i8);
-            let b0 = unsafe { _mm512_loadu_ps(b.add(k * bs)) };
-            let b1 = unsafe { _mm512_loadu_ps(b.add(k * bs + 16)) };
+    unsafe fn tile_avx512<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let (a, b) = (t.a, t.b);
+        for k in 0..t.kc {
+            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
+            let b0 = unsafe { _mm512_loadu_ps(b.add(k * NR)) };
+            let b1 = unsafe { _mm512_loadu_ps(b.add(k * NR + 16)) };
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(unsafe { *a.add(k * MR + r) });
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
@@ -828,15 +807,35 @@ mod x86 {
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            let p = unsafe { c.add(r * ldc) };
+            let p = unsafe { t.c.add(r * t.ldc) };
             let (mut v0, mut v1) = (row[0], row[1]);
-            if accumulate {
+            if t.accumulate {
                 v0 = _mm512_add_ps(v0, unsafe { _mm512_loadu_ps(p) });
                 v1 = _mm512_add_ps(v1, unsafe { _mm512_loadu_ps(p.add(16)) });
             }
             unsafe {
                 _mm512_storeu_ps(p, v0);
                 _mm512_storeu_ps(p.add(16), v1);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn kernel_avx512(t: &Tile) {
+        unsafe {
+            match t.rows {
+                12 => tile_avx512::<12>(t),
+                11 => tile_avx512::<11>(t),
+                10 => tile_avx512::<10>(t),
+                9 => tile_avx512::<9>(t),
+                8 => tile_avx512::<8>(t),
+                7 => tile_avx512::<7>(t),
+                6 => tile_avx512::<6>(t),
+                5 => tile_avx512::<5>(t),
+                4 => tile_avx512::<4>(t),
+                3 => tile_avx512::<3>(t),
+                2 => tile_avx512::<2>(t),
+                _ => tile_avx512::<1>(t),
             }
         }
     }
@@ -854,24 +853,16 @@ mod x86 {
         std::hint::black_box(acc);
     }
 
-    /// Half of a 6x32 tile: 16 of the panel's 32 columns (B rows are NR apart).
-    #[allow(clippy::too_many_arguments)]
+    /// An `R x 16` tile (R <= 6 rows, 16 of the panel's 32 columns) in
+    /// the 16 ymm registers.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_6x16(
-        kc: usize,
-        a: *const f32,
-        a_next: *const f32,
-        b: *const f32,
-        bs: usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-        for k in 0..kc {
-            _mm_prefetch::<_MM_HINT_T0>(a_next.wrapping_add(k * MR) as *const i8);
-            let b0 = unsafe { _mm256_loadu_ps(b.add(k * bs)) };
-            let b1 = unsafe { _mm256_loadu_ps(b.add(k * bs + 8)) };
+    unsafe fn tile_avx2<const R: usize>(t: &Tile) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let (a, b) = (t.a, t.b);
+        for k in 0..t.kc {
+            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
+            let b0 = unsafe { _mm256_loadu_ps(b.add(k * NR)) };
+            let b1 = unsafe { _mm256_loadu_ps(b.add(k * NR + 8)) };
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = unsafe { _mm256_broadcast_ss(&*a.add(k * MR + r)) };
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
@@ -879,9 +870,9 @@ mod x86 {
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            let p = unsafe { c.add(r * ldc) };
+            let p = unsafe { t.c.add(r * t.ldc) };
             let (mut v0, mut v1) = (row[0], row[1]);
-            if accumulate {
+            if t.accumulate {
                 v0 = _mm256_add_ps(v0, unsafe { _mm256_loadu_ps(p) });
                 v1 = _mm256_add_ps(v1, unsafe { _mm256_loadu_ps(p.add(8)) });
             }
@@ -891,14 +882,43 @@ mod x86 {
             }
         }
     }
+
+    /// The tile as up to 2 x 2 pieces of at most 6 rows and 16 columns.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn kernel_avx2(t: &Tile) {
+        let mut r0 = 0;
+        while r0 < t.rows {
+            let rows = (t.rows - r0).min(6);
+            for half in [0, 16] {
+                let piece = Tile {
+                    rows,
+                    a: t.a.wrapping_add(r0),
+                    b: t.b.wrapping_add(half),
+                    c: t.c.wrapping_add(r0 * t.ldc + half),
+                    ..*t
+                };
+                unsafe {
+                    match rows {
+                        6 => tile_avx2::<6>(&piece),
+                        5 => tile_avx2::<5>(&piece),
+                        4 => tile_avx2::<4>(&piece),
+                        3 => tile_avx2::<3>(&piece),
+                        2 => tile_avx2::<2>(&piece),
+                        _ => tile_avx2::<1>(&piece),
+                    }
+                }
+            }
+            r0 += rows;
+        }
+    }
 }
 
 /// The machine's FMA peak in GFLOP/s on `pool`'s threads, measured with a
 /// register-only loop of independent FMAs (what the microkernel could reach).
-pub fn measure_peak(pool: &rayon::ThreadPool) -> f64 {
+pub fn measure_peak(team: &Team) -> f64 {
     let iters: u64 = 4_000_000;
     let start = std::time::Instant::now();
-    let per_thread = pool.broadcast(|_| peak_loop(iters));
+    let per_thread = team.broadcast(|| peak_loop(iters));
     let secs = start.elapsed().as_secs_f64();
     per_thread.iter().sum::<f64>() / secs / 1e9
 }
@@ -992,9 +1012,37 @@ mod tests {
         }
     }
 
+    /// Every row count of the SIMD microkernel against the portable one.
+    #[test]
+    fn microkernels_agree_for_every_row_count() {
+        let kc = 37;
+        let a: Vec<f32> = (0..kc * MR).map(|i| (i % 11) as f32 - 5.0).collect();
+        let b: Vec<f32> = (0..kc * NR).map(|i| (i % 7) as f32 - 3.0).collect();
+        for rows in 1..=MR {
+            for accumulate in [false, true] {
+                let mut want = vec![1.0f32; MR * NR];
+                let mut got = want.clone();
+                let tile = |c: &mut Vec<f32>| Tile {
+                    kc,
+                    rows,
+                    a: a.as_ptr(),
+                    a_next: a.as_ptr(),
+                    b: b.as_ptr(),
+                    c: c.as_mut_ptr(),
+                    ldc: NR,
+                    accumulate,
+                };
+                unsafe { kernel_portable(&tile(&mut want)) };
+                unsafe { kernel(&tile(&mut got)) };
+                assert_eq!(got, want, "{rows} rows, accumulate {accumulate}");
+            }
+        }
+    }
+
     /// `gemm` against a naive product, with im2col'd B, for every cut of the work.
     #[test]
     fn gemm_equals_a_naive_product_for_every_split() {
+        let team = Team::new(2).unwrap();
         for g in geoms() {
             let x = input(&g);
             let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
@@ -1043,7 +1091,7 @@ mod tests {
             for b in sources {
                 for (tm, tn) in [(1, 1), (2, 1), (1, 2), (3, 2)] {
                     let mut got = vec![f32::NAN; m * n];
-                    unsafe { run_split(&a, b, n, got.as_mut_ptr(), &epi, (tm, tn)) };
+                    unsafe { run_split(&a, b, n, got.as_mut_ptr(), &epi, (tm, tn), &team) };
                     assert_eq!(got, want, "{g:?} {b:?} split {tm}x{tn}");
                 }
             }

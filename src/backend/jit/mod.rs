@@ -7,6 +7,7 @@ pub mod codegen;
 pub mod gemm;
 pub mod runtime;
 pub mod strategy;
+pub mod team;
 
 use std::time::{Duration, Instant};
 
@@ -133,12 +134,9 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
     } else {
         opts.threads
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| err(format!("thread pool: {e}")))?;
+    let team = team::Team::new(threads).map_err(|e| err(format!("threads: {e}")))?;
     let shared = Box::new(Shared {
-        pool,
+        team,
         scratch: std::cell::UnsafeCell::new(Vec::new()),
     });
     let sp: *const Shared = &*shared;
@@ -561,7 +559,7 @@ impl Compiled {
 
     /// The FMA peak (GFLOP/s) of this network's threads, measured now.
     pub fn measure_peak(&self) -> f64 {
-        gemm::measure_peak(&self._shared.pool)
+        gemm::measure_peak(&self._shared.team)
     }
 
     /// Bytes of the activation arena.

@@ -8,7 +8,7 @@ use crate::ir::op::Residual;
 
 /// State shared by every kernel of one compiled network.
 pub struct Shared {
-    pub pool: rayon::ThreadPool,
+    pub team: super::team::Team,
     /// The fc layer's packed input.
     pub scratch: std::cell::UnsafeCell<Vec<f32>>,
 }
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn rt_conv(
                 row_stride: n_pix,
                 col_stride: 1,
             };
-            unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, &shared.pool) };
+            unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, &shared.team) };
         }
     }
 }
@@ -140,7 +140,7 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
             d.n,
             out,
             &epi,
-            &shared.pool,
+            &shared.team,
         )
     };
 }
@@ -167,43 +167,62 @@ pub unsafe extern "C" fn rt_pool(d: *const PoolDesc, x: *const f32, out: *mut f3
     let d = unsafe { &*d };
     let shared = unsafe { &*d.shared };
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
-    // SAFETY: the arena holds n*c planes of each size; planes are disjoint.
-    let outs = unsafe { std::slice::from_raw_parts_mut(out, d.n * d.c * plane_out) };
-    let xs = unsafe { std::slice::from_raw_parts(x, d.n * d.c * plane_in) };
+    let planes = d.n * d.c;
+    // Addresses cross threads as integers; the descriptor outlives the run.
+    let (out, x, dp) = (out as usize, x as usize, d as *const PoolDesc as usize);
+    let chunks = planes.min(8 * shared.team.size());
+    shared.team.run(chunks, &|t| {
+        let d = unsafe { &*(dp as *const PoolDesc) };
+        let mut rows = vec![0.0f32; d.w];
+        for p in planes * t / chunks..planes * (t + 1) / chunks {
+            // SAFETY: the arena holds n*c planes of each size; tasks own disjoint planes.
+            let (xp, o) = unsafe {
+                (
+                    std::slice::from_raw_parts((x as *const f32).add(p * plane_in), plane_in),
+                    std::slice::from_raw_parts_mut((out as *mut f32).add(p * plane_out), plane_out),
+                )
+            };
+            pool_plane(d, xp, o, &mut rows);
+        }
+    });
+}
+
+/// One plane: each output row reduces its window's input rows into `rows`
+/// first (contiguous, vectorized), then each window across it.
+fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
     let (h, w, oh, ow, kernel, stride, pad, max) =
         (d.h, d.w, d.oh, d.ow, d.kernel, d.stride, d.pad, d.max);
-    let one = |(p, o): (usize, &mut [f32])| {
-        let xp = &xs[p * plane_in..(p + 1) * plane_in];
-        for oy in 0..oh {
-            // The window's rows and columns inside the input, clipped once.
-            let y0 = (oy * stride) as isize - pad as isize;
-            let (ya, yb) = (
-                y0.max(0) as usize,
-                ((y0 + kernel as isize).min(h as isize)).max(0) as usize,
-            );
-            for ox in 0..ow {
-                let x0 = (ox * stride) as isize - pad as isize;
-                let (xa, xb) = (
-                    x0.max(0) as usize,
-                    ((x0 + kernel as isize).min(w as isize)).max(0) as usize,
-                );
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for iy in ya..yb {
-                    for &v in &xp[iy * w + xa..iy * w + xb] {
-                        acc = if max { acc.max(v) } else { acc + v };
-                    }
-                }
-                if !max {
-                    acc /= (kernel * kernel) as f32;
-                }
-                o[oy * ow + ox] = acc;
+    // Max pools pad with -inf, average pools with zeros (counted).
+    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+    for oy in 0..oh {
+        let y0 = (oy * stride) as isize - pad as isize;
+        let (ya, yb) = (
+            y0.max(0) as usize,
+            ((y0 + kernel as isize).min(h as isize)).max(0) as usize,
+        );
+        rows.fill(init);
+        for iy in ya..yb {
+            let src = &xp[iy * w..(iy + 1) * w];
+            if max {
+                rows.iter_mut().zip(src).for_each(|(r, &v)| *r = r.max(v));
+            } else {
+                rows.iter_mut().zip(src).for_each(|(r, &v)| *r += v);
             }
         }
-    };
-    use rayon::prelude::*;
-    shared
-        .pool
-        .install(|| outs.par_chunks_mut(plane_out).enumerate().for_each(one));
+        for ox in 0..ow {
+            let x0 = (ox * stride) as isize - pad as isize;
+            let (xa, xb) = (
+                x0.max(0) as usize,
+                ((x0 + kernel as isize).min(w as isize)).max(0) as usize,
+            );
+            let win = &rows[xa..xb.max(xa)];
+            o[oy * ow + ox] = if max {
+                win.iter().fold(init, |a, &v| a.max(v))
+            } else {
+                win.iter().sum::<f32>() / (kernel * kernel) as f32
+            };
+        }
+    }
 }
 
 pub struct PadDesc {

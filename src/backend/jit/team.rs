@@ -1,0 +1,219 @@
+//! A team of threads for the JIT's parallel steps. A network run is 50 to
+//! 150 short fork-joins (one per GEMM, 0.1 to 3 ms each); a pool whose
+//! threads sleep between them pays a cross-core wake-up per step, which is
+//! slow on virtual machines. The team's threads spin between steps for a
+//! while (`SPIN`), then park until the next one.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle thread spins before it parks.
+const SPIN: Duration = Duration::from_millis(5);
+
+type Job = *const (dyn Fn(usize) + Sync);
+
+struct State {
+    /// `generation << 32 | next task`: a step's tasks are claimed by
+    /// compare-and-swap, so a thread late for one step cannot claim a task
+    /// of the next.
+    claim: AtomicU64,
+    /// Tasks in the current step, and those not yet finished.
+    tasks: AtomicUsize,
+    pending: AtomicUsize,
+    /// The current step's work; written only between steps.
+    job: UnsafeCell<Option<Job>>,
+    sleeping: AtomicUsize,
+    stop: AtomicBool,
+}
+
+// SAFETY: `job` is written only while no thread can read it (no step runs);
+// the rest is atomic.
+unsafe impl Sync for State {}
+unsafe impl Send for State {}
+
+pub struct Team {
+    state: Arc<State>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Team {
+    /// A team of `size` threads: the caller of [`Team::run`] and `size - 1` more.
+    pub fn new(size: usize) -> std::io::Result<Team> {
+        let state = Arc::new(State {
+            claim: AtomicU64::new(0),
+            tasks: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            job: UnsafeCell::new(None),
+            sleeping: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let mut threads = Vec::new();
+        for i in 1..size.max(1) {
+            let s = state.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("resnetc-{i}"))
+                .spawn(move || worker(&s))?;
+            threads.push(t);
+        }
+        Ok(Team { state, threads })
+    }
+
+    pub fn size(&self) -> usize {
+        self.threads.len() + 1
+    }
+
+    /// Run `f(0) .. f(tasks - 1)` on the team, the caller included; returns
+    /// when all are done. Tasks are claimed one at a time, so a slower
+    /// thread simply does fewer.
+    pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        if tasks == 0 {
+            return;
+        }
+        if self.threads.is_empty() || tasks == 1 {
+            (0..tasks).for_each(f);
+            return;
+        }
+        let s = &*self.state;
+        // SAFETY: no step is running (the last one's tasks all finished), so
+        // no thread reads `job`; it is cleared before `f` goes out of scope.
+        unsafe { *s.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f)) };
+        s.tasks.store(tasks, Relaxed);
+        s.pending.store(tasks, Relaxed);
+        let generation = (s.claim.load(Relaxed) >> 32) + 1;
+        s.claim.store(generation << 32, SeqCst);
+        if s.sleeping.load(SeqCst) > 0 {
+            for t in &self.threads {
+                t.thread().unpark();
+            }
+        }
+        work(s, generation);
+        while s.pending.load(Acquire) > 0 {
+            std::hint::spin_loop();
+        }
+        // SAFETY: every task is done; nobody reads `job` until the next step.
+        unsafe { *s.job.get() = None };
+    }
+
+    /// `f()` once on every thread of the team at the same time.
+    pub fn broadcast<R: Send>(&self, f: impl Fn() -> R + Sync) -> Vec<R> {
+        let size = self.size();
+        let started = AtomicUsize::new(0);
+        let out: Vec<std::sync::Mutex<Option<R>>> =
+            (0..size).map(|_| std::sync::Mutex::new(None)).collect();
+        self.run(size, &|i| {
+            // Hold each task until all have started: one per thread.
+            started.fetch_add(1, AcqRel);
+            while started.load(Acquire) < size {
+                std::hint::spin_loop();
+            }
+            let r = f();
+            if let Ok(mut slot) = out[i].lock() {
+                *slot = Some(r);
+            }
+        });
+        out.into_iter()
+            .filter_map(|m| m.into_inner().ok().flatten())
+            .collect()
+    }
+}
+
+/// Claim and run tasks of step `generation` until none are left.
+fn work(s: &State, generation: u64) {
+    loop {
+        let c = s.claim.load(Acquire);
+        let task = (c & 0xffff_ffff) as usize;
+        if c >> 32 != generation || task >= s.tasks.load(Acquire) {
+            return;
+        }
+        if s.claim
+            .compare_exchange_weak(c, c + 1, AcqRel, Relaxed)
+            .is_ok()
+        {
+            // SAFETY: a claimed task keeps its step (and so `job`) alive
+            // until `pending` drops below it.
+            if let Some(job) = unsafe { *s.job.get() } {
+                unsafe { (*job)(task) };
+            }
+            s.pending.fetch_sub(1, AcqRel);
+        }
+    }
+}
+
+fn worker(s: &State) {
+    let mut seen = 0;
+    loop {
+        let mut since = Instant::now();
+        let mut spins = 0u32;
+        let generation = loop {
+            if s.stop.load(Acquire) {
+                return;
+            }
+            let g = s.claim.load(Acquire) >> 32;
+            if g != seen {
+                break g;
+            }
+            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(1024) && since.elapsed() > SPIN {
+                s.sleeping.fetch_add(1, SeqCst);
+                // Checked again after announcing sleep: a step published
+                // before this either is seen here or unparks us.
+                if s.claim.load(SeqCst) >> 32 == seen && !s.stop.load(SeqCst) {
+                    std::thread::park();
+                }
+                s.sleeping.fetch_sub(1, SeqCst);
+                since = Instant::now();
+            }
+        };
+        seen = generation;
+        work(s, generation);
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        self.state.stop.store(true, SeqCst);
+        for t in &self.threads {
+            t.thread().unpark();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_in_every_step() {
+        for size in [1, 2, 3] {
+            let team = Team::new(size).unwrap();
+            for step in 0..200 {
+                let tasks = step % 7;
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                team.run(tasks, &|i| {
+                    hits[i].fetch_add(1, Relaxed);
+                });
+                assert!(
+                    hits.iter().all(|h| h.load(Relaxed) == 1),
+                    "size {size} step {step}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn parked_threads_wake_for_the_next_step() {
+        let team = Team::new(2).unwrap();
+        std::thread::sleep(SPIN * 3);
+        let seen = std::sync::Mutex::new(std::collections::HashSet::new());
+        let ids = team.broadcast(|| std::thread::current().id());
+        seen.lock().unwrap().extend(ids);
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+}
