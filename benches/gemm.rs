@@ -12,6 +12,7 @@ use std::time::Instant;
 /// (layer, in channels, input size, out channels, kernel, stride)
 const CONVS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("conv1", 3, 224, 64, 7, 2),
+    ("layer2.0 3x3 /2", 128, 56, 128, 3, 2),
     ("layer1 1x1 reduce", 256, 56, 64, 1, 1),
     ("layer1 3x3", 64, 56, 64, 3, 1),
     ("layer1 1x1 expand", 64, 56, 256, 1, 1),

@@ -97,14 +97,27 @@ fn a_forced_strategy_gives_the_same_result() {
         },
     )
     .unwrap();
-    let opts = jit::JitOptions {
-        threads: 2,
-        conv_strategy: Some(jit::ConvStrategy::Im2col),
-        ..Default::default()
-    };
-    let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
-    assert!(c.strategies.iter().all(|(_, s)| *s == "im2col"));
-    assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4);
+    for forced in [jit::ConvStrategy::Im2col, jit::ConvStrategy::Strided1x1] {
+        let opts = jit::JitOptions {
+            threads: 2,
+            conv_strategy: Some(forced),
+            ..Default::default()
+        };
+        let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
+        // Forced where eligible: every conv for im2col, every 1x1 for strided-1x1.
+        let used = c
+            .strategies
+            .iter()
+            .filter(|(_, s)| *s == forced.name())
+            .count();
+        let want_used = if forced == jit::ConvStrategy::Im2col {
+            c.strategies.len()
+        } else {
+            36
+        };
+        assert_eq!(used, want_used, "{forced:?}");
+        assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4, "{forced:?}");
+    }
 }
 
 #[test]

@@ -965,6 +965,7 @@ mod tests {
                 (3, 2, 1),
                 (7, 2, 3),
                 (3, 1, 0),
+                (3, 3, 1),
             ] {
                 let ow = (w + 2 * pad - kernel) / stride + 1;
                 v.push(ConvGeom {

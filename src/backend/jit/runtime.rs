@@ -9,7 +9,7 @@ use crate::ir::op::Residual;
 /// State shared by every kernel of one compiled network.
 pub struct Shared {
     pub team: super::team::Team,
-    /// The fc layer's packed input.
+    /// The fc layer's packed input, or a strided 1x1 conv's subsampled one.
     pub scratch: std::cell::UnsafeCell<Vec<f32>>,
 }
 
@@ -57,6 +57,24 @@ pub unsafe extern "C" fn rt_conv(
                     ptr: xg,
                     ld: d.h * d.w,
                 },
+                ConvStrategy::Strided1x1 => {
+                    // SAFETY: one kernel runs at a time; compile sized the scratch.
+                    let dst = unsafe { &mut (&mut *shared.scratch.get())[..cg * n_pix] };
+                    unsafe {
+                        subsample(
+                            xg,
+                            (cg, d.h, d.w),
+                            d.stride,
+                            (d.oh, d.ow),
+                            dst,
+                            &shared.team,
+                        )
+                    };
+                    gemm::BSource::Rows {
+                        ptr: dst.as_ptr(),
+                        ld: n_pix,
+                    }
+                }
                 ConvStrategy::Im2col => gemm::BSource::Im2col {
                     x: xg,
                     geom: gemm::ConvGeom {
@@ -99,6 +117,38 @@ pub unsafe extern "C" fn rt_conv(
             unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, &shared.team) };
         }
     }
+}
+
+/// `dst[c, oy, ox] = x[c, oy * stride, ox * stride]`: a strided 1x1 conv's B.
+///
+/// # Safety
+/// `x` holds `c x h x w` values.
+unsafe fn subsample(
+    x: *const f32,
+    (c, h, w): (usize, usize, usize),
+    stride: usize,
+    (oh, ow): (usize, usize),
+    dst: &mut [f32],
+    team: &super::team::Team,
+) {
+    let (x, d) = (x as usize, dst.as_mut_ptr() as usize);
+    let chunks = c.min(4 * team.size());
+    team.run(chunks, &|t| {
+        for ci in c * t / chunks..c * (t + 1) / chunks {
+            // SAFETY: channel ci of x; task t alone writes dst's channel ci.
+            let src =
+                unsafe { std::slice::from_raw_parts((x as *const f32).add(ci * h * w), h * w) };
+            let out = unsafe {
+                std::slice::from_raw_parts_mut((d as *mut f32).add(ci * oh * ow), oh * ow)
+            };
+            for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+                let line = &src[oy * stride * w..];
+                for (ox, v) in row.iter_mut().enumerate() {
+                    *v = line[ox * stride];
+                }
+            }
+        }
+    });
 }
 
 pub struct LinearDesc {

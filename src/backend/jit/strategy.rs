@@ -8,6 +8,9 @@ pub enum ConvStrategy {
     /// 1x1, stride 1, no padding: the input is already the GEMM's B matrix
     /// (packed, no im2col).
     Direct1x1,
+    /// 1x1 with a stride, no padding: the input subsampled into a scratch
+    /// buffer (a tenth of it or less), then as direct-1x1.
+    Strided1x1,
     /// Any conv: im2col into packed B, then the GEMM.
     Im2col,
 }
@@ -16,6 +19,7 @@ impl ConvStrategy {
     pub fn name(self) -> &'static str {
         match self {
             ConvStrategy::Direct1x1 => "direct-1x1",
+            ConvStrategy::Strided1x1 => "strided-1x1",
             ConvStrategy::Im2col => "im2col",
         }
     }
@@ -32,13 +36,24 @@ impl ConvStrategy {
                     padding: 0,
                     ..
                 },
+            ) | (
+                ConvStrategy::Strided1x1,
+                Op::Conv2d {
+                    kernel: 1,
+                    padding: 0,
+                    ..
+                },
             ) | (ConvStrategy::Im2col, Op::Conv2d { .. })
         )
     }
 }
 
 /// Preference order when nothing is forced.
-pub const PREFERENCE: &[ConvStrategy] = &[ConvStrategy::Direct1x1, ConvStrategy::Im2col];
+pub const PREFERENCE: &[ConvStrategy] = &[
+    ConvStrategy::Direct1x1,
+    ConvStrategy::Strided1x1,
+    ConvStrategy::Im2col,
+];
 
 /// The strategy for a conv: the forced one if eligible, else the first eligible.
 pub fn choose(op: &Op, forced: Option<ConvStrategy>) -> ConvStrategy {
@@ -76,7 +91,8 @@ mod tests {
     #[test]
     fn rules() {
         assert_eq!(choose(&conv(1, 1, 0), None), ConvStrategy::Direct1x1);
-        assert_eq!(choose(&conv(1, 2, 0), None), ConvStrategy::Im2col);
+        assert_eq!(choose(&conv(1, 2, 0), None), ConvStrategy::Strided1x1);
+        assert_eq!(choose(&conv(1, 2, 1), None), ConvStrategy::Im2col);
         assert_eq!(choose(&conv(3, 1, 1), None), ConvStrategy::Im2col);
         assert_eq!(
             choose(&conv(1, 1, 0), Some(ConvStrategy::Im2col)),
