@@ -254,23 +254,48 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
         for iy in ya..yb {
             let src = &xp[iy * w..(iy + 1) * w];
             if max {
-                rows.iter_mut().zip(src).for_each(|(r, &v)| *r = r.max(v));
+                // A plain compare (maxps), not f32::max's NaN handling.
+                rows.iter_mut()
+                    .zip(src)
+                    .for_each(|(r, &v)| *r = if v > *r { v } else { *r });
             } else {
                 rows.iter_mut().zip(src).for_each(|(r, &v)| *r += v);
             }
         }
-        for ox in 0..ow {
+        let reduce = |win: &[f32]| {
+            if max {
+                win.iter().fold(init, |a, &v| if v > a { v } else { a })
+            } else {
+                win.iter().sum::<f32>() / (kernel * kernel) as f32
+            }
+        };
+        let orow = &mut o[oy * ow..(oy + 1) * ow];
+        // Interior windows (no padding) in one pass; the edges clipped.
+        let (lo, hi) = (
+            pad.div_ceil(stride),
+            ((w + pad).saturating_sub(kernel) / stride + 1).min(ow),
+        );
+        if lo < hi {
+            let windows = rows[lo * stride - pad..].windows(kernel).step_by(stride);
+            if max && kernel == 3 {
+                // The stem's 3x3 max pool, unrolled.
+                let m = |a: f32, b: f32| if b > a { b } else { a };
+                for (v, win) in orow[lo..hi].iter_mut().zip(windows) {
+                    *v = m(m(win[0], win[1]), win[2]);
+                }
+            } else {
+                for (v, win) in orow[lo..hi].iter_mut().zip(windows) {
+                    *v = reduce(win);
+                }
+            }
+        }
+        for ox in (0..lo.min(ow)).chain(hi.max(lo)..ow) {
             let x0 = (ox * stride) as isize - pad as isize;
             let (xa, xb) = (
                 x0.max(0) as usize,
                 ((x0 + kernel as isize).min(w as isize)).max(0) as usize,
             );
-            let win = &rows[xa..xb.max(xa)];
-            o[oy * ow + ox] = if max {
-                win.iter().fold(init, |a, &v| a.max(v))
-            } else {
-                win.iter().sum::<f32>() / (kernel * kernel) as f32
-            };
+            orow[ox] = reduce(&rows[xa..xb.max(xa)]);
         }
     }
 }
@@ -342,4 +367,51 @@ pub struct Ticks(pub std::cell::UnsafeCell<Vec<std::time::Instant>>);
 pub unsafe extern "C" fn rt_tick(t: *const Ticks, i: usize) {
     let v = unsafe { &mut *(*t).0.get() };
     v[i] = std::time::Instant::now();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::interp::kernels;
+
+    /// Every pooling shape the fast paths special-case, against the interpreter.
+    #[test]
+    fn pool_plane_equals_the_interpreter() {
+        for (h, w) in [(7, 7), (8, 5), (112, 112)] {
+            for (kernel, stride, pad) in [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 1, 1), (5, 3, 2)] {
+                let x = ndarray::Array4::from_shape_fn((1, 1, h, w), |(_, _, y, x)| {
+                    ((y * 31 + x * 17) % 23) as f32 - 11.0
+                });
+                let (oh, ow) = (
+                    (h + 2 * pad - kernel) / stride + 1,
+                    (w + 2 * pad - kernel) / stride + 1,
+                );
+                for max in [true, false] {
+                    let d = PoolDesc {
+                        shared: std::ptr::null(),
+                        n: 1,
+                        c: 1,
+                        h,
+                        w,
+                        kernel,
+                        stride,
+                        pad,
+                        oh,
+                        ow,
+                        max,
+                    };
+                    let mut got = vec![f32::NAN; oh * ow];
+                    let mut rows = vec![0.0; w];
+                    pool_plane(&d, x.as_slice().unwrap(), &mut got, &mut rows);
+                    let want = if max {
+                        kernels::max_pool(x.view(), kernel, stride, pad)
+                    } else {
+                        kernels::avg_pool(x.view(), kernel, stride, pad)
+                    };
+                    let want: Vec<f32> = want.iter().copied().collect();
+                    assert_eq!(got, want, "{h}x{w} k{kernel} s{stride} p{pad} max {max}");
+                }
+            }
+        }
+    }
 }
