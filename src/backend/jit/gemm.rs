@@ -429,9 +429,21 @@ pub fn split(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
 /// # Safety
 /// `out` and the residual must be valid for every element the epilogue
 /// addresses; `b` holds the `k x n` values it claims to.
-pub unsafe fn gemm(a: &PackedA, b: BSource, n: usize, out: *mut f32, epi: &Epilogue, team: &Team) {
-    let cut = split(a.m, n, a.k, team.size());
-    unsafe { run_split(a, b, n, out, epi, cut, team) };
+pub unsafe fn gemm(
+    a: &PackedA,
+    b: BSource,
+    n: usize,
+    out: *mut f32,
+    epi: &Epilogue,
+    team: Option<&Team>,
+) {
+    match team {
+        Some(team) => {
+            let cut = split(a.m, n, a.k, team.size());
+            unsafe { run_split(a, b, n, out, epi, cut, team) }
+        }
+        None => unsafe { task(a, b, n, (0, a.m), (0, n), out, epi) },
+    }
 }
 
 /// The `tm x tn` tasks of a cut, on `team`.

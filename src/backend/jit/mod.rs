@@ -196,8 +196,8 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                 let strategy = strategy::choose(&n.op, opts.conv_strategy);
                 strategies.push((n.name.clone(), strategy.name()));
                 if strategy == ConvStrategy::Strided1x1 {
-                    // The subsampled input.
-                    scratch = scratch.max(cg * shape.height() * shape.width());
+                    // The subsampled input, for every image and group at once.
+                    scratch = scratch.max(in_channels * x.batch() * shape.height() * shape.width());
                 }
                 let res = ins.get(1).map(|&j| g.node(j).shape.clone());
                 let d = Box::new(ConvDesc {

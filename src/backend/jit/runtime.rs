@@ -46,77 +46,95 @@ pub unsafe extern "C" fn rt_conv(
     out: *mut f32,
 ) {
     let d = unsafe { &*d };
+    let team = unsafe { &(*d.shared).team };
+    let jobs = d.n * d.groups;
+    if team.size() > 1 && jobs >= team.size() {
+        // Images (or groups) enough to go round: each thread takes whole
+        // GEMMs, with no cut to pack twice or wait on.
+        let (x, res, out) = (x as usize, res as usize, out as usize);
+        let dp = d as *const ConvDesc as usize;
+        team.run(jobs, &|t| unsafe {
+            let d = &*(dp as *const ConvDesc);
+            let io = (x as *const f32, res as *const f32, out as *mut f32);
+            conv_one(d, (t / d.groups, t % d.groups), io, None)
+        });
+    } else {
+        for t in 0..jobs {
+            unsafe { conv_one(d, (t / d.groups, t % d.groups), (x, res, out), Some(team)) };
+        }
+    }
+}
+
+/// Image `b`, group `g` of a conv: one GEMM, on `team` or on this thread.
+///
+/// # Safety
+/// As [`rt_conv`]; jobs running at once have distinct `(b, g)`.
+unsafe fn conv_one(
+    d: &ConvDesc,
+    (b, g): (usize, usize),
+    (x, res, out): (*const f32, *const f32, *mut f32),
+    team: Option<&super::team::Team>,
+) {
     let shared = unsafe { &*d.shared };
     let (cg, og) = (d.c / d.groups, d.o / d.groups);
     let n_pix = d.oh * d.ow;
-    for b in 0..d.n {
-        for g in 0..d.groups {
-            let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
-            let b_source = match d.strategy {
-                ConvStrategy::Direct1x1 => gemm::BSource::Rows {
-                    ptr: xg,
-                    ld: d.h * d.w,
-                },
-                ConvStrategy::Strided1x1 => {
-                    // SAFETY: one kernel runs at a time; compile sized the scratch.
-                    let dst = unsafe { &mut (&mut *shared.scratch.get())[..cg * n_pix] };
-                    unsafe {
-                        subsample(
-                            xg,
-                            (cg, d.h, d.w),
-                            d.stride,
-                            (d.oh, d.ow),
-                            dst,
-                            &shared.team,
-                        )
-                    };
-                    gemm::BSource::Rows {
-                        ptr: dst.as_ptr(),
-                        ld: n_pix,
-                    }
-                }
-                ConvStrategy::Im2col => gemm::BSource::Im2col {
-                    x: xg,
-                    geom: gemm::ConvGeom {
-                        c: cg,
-                        h: d.h,
-                        w: d.w,
-                        kernel: d.kernel,
-                        stride: d.stride,
-                        pad: d.pad,
-                        ow: d.ow,
-                    },
-                },
-            };
-            let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
-            let (rc, rh, rw) = d.res_chw;
-            let residual = match d.residual {
-                Residual::None => ResidualRead::None,
-                Residual::Add => ResidualRead::Add {
-                    ptr: unsafe { res.add((b * d.o + g * og) * n_pix) },
-                },
-                Residual::PadAdd {
-                    stride, pad_before, ..
-                } => ResidualRead::PadAdd {
-                    ptr: unsafe { res.add(b * rc * rh * rw) },
-                    channels: rc,
-                    h: rh,
-                    w: rw,
-                    stride,
-                    before: pad_before,
-                    out_w: d.ow,
-                },
-            };
-            let epi = Epilogue {
-                bias: d.bias.as_ref().map(|v| unsafe { v.as_ptr().add(g * og) }),
-                residual,
-                relu: d.relu,
-                row_stride: n_pix,
-                col_stride: 1,
-            };
-            unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, &shared.team) };
+    let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
+    let b_source = match d.strategy {
+        ConvStrategy::Direct1x1 => gemm::BSource::Rows {
+            ptr: xg,
+            ld: d.h * d.w,
+        },
+        ConvStrategy::Strided1x1 => {
+            // SAFETY: compile sized the scratch for every job; this one's slice is its own.
+            let job = b * d.groups + g;
+            let all = unsafe { &mut *shared.scratch.get() };
+            let dst = &mut all[job * cg * n_pix..(job + 1) * cg * n_pix];
+            unsafe { subsample(xg, (cg, d.h, d.w), d.stride, (d.oh, d.ow), dst, team) };
+            gemm::BSource::Rows {
+                ptr: dst.as_ptr(),
+                ld: n_pix,
+            }
         }
-    }
+        ConvStrategy::Im2col => gemm::BSource::Im2col {
+            x: xg,
+            geom: gemm::ConvGeom {
+                c: cg,
+                h: d.h,
+                w: d.w,
+                kernel: d.kernel,
+                stride: d.stride,
+                pad: d.pad,
+                ow: d.ow,
+            },
+        },
+    };
+    let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
+    let (rc, rh, rw) = d.res_chw;
+    let residual = match d.residual {
+        Residual::None => ResidualRead::None,
+        Residual::Add => ResidualRead::Add {
+            ptr: unsafe { res.add((b * d.o + g * og) * n_pix) },
+        },
+        Residual::PadAdd {
+            stride, pad_before, ..
+        } => ResidualRead::PadAdd {
+            ptr: unsafe { res.add(b * rc * rh * rw) },
+            channels: rc,
+            h: rh,
+            w: rw,
+            stride,
+            before: pad_before,
+            out_w: d.ow,
+        },
+    };
+    let epi = Epilogue {
+        bias: d.bias.as_ref().map(|v| unsafe { v.as_ptr().add(g * og) }),
+        residual,
+        relu: d.relu,
+        row_stride: n_pix,
+        col_stride: 1,
+    };
+    unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, team) };
 }
 
 /// `dst[c, oy, ox] = x[c, oy * stride, ox * stride]`: a strided 1x1 conv's B.
@@ -129,11 +147,11 @@ unsafe fn subsample(
     stride: usize,
     (oh, ow): (usize, usize),
     dst: &mut [f32],
-    team: &super::team::Team,
+    team: Option<&super::team::Team>,
 ) {
     let (x, d) = (x as usize, dst.as_mut_ptr() as usize);
-    let chunks = c.min(4 * team.size());
-    team.run(chunks, &|t| {
+    let chunks = team.map_or(1, |t| c.min(4 * t.size()));
+    let run = |t: usize| {
         for ci in c * t / chunks..c * (t + 1) / chunks {
             // SAFETY: channel ci of x; task t alone writes dst's channel ci.
             let src =
@@ -148,7 +166,11 @@ unsafe fn subsample(
                 }
             }
         }
-    });
+    };
+    match team {
+        Some(team) => team.run(chunks, &run),
+        None => run(0),
+    }
 }
 
 pub struct LinearDesc {
@@ -190,7 +212,7 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
             d.n,
             out,
             &epi,
-            &shared.team,
+            Some(&shared.team),
         )
     };
 }
