@@ -138,7 +138,29 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let gflops = flops / median.as_secs_f64() / 1e9;
     let peak = c.measure_peak();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    // Each step's median time (empty without --profile).
+    let med: Vec<Duration> = layer_times
+        .iter_mut()
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.sort();
+            v[v.len() / 2]
+        })
+        .collect();
     if args.json {
+        let layers: Vec<_> = c
+            .steps
+            .iter()
+            .zip(&med)
+            .map(|(s, d)| {
+                serde_json::json!({
+                    "name": s.name,
+                    "how": s.how,
+                    "ms": ms(*d),
+                    "gflops": s.flops as f64 / d.as_secs_f64().max(1e-9) / 1e9,
+                })
+            })
+            .collect();
         let v = serde_json::json!({
             "network": g.name,
             "spec": args.spec.display().to_string(),
@@ -154,6 +176,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "peak_gflops": peak,
             "peak_share": gflops / peak,
             "arena_bytes": c.arena_bytes(),
+            "layers": layers,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
@@ -185,17 +208,6 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         peak
     );
     if args.profile {
-        let med: Vec<Duration> = layer_times
-            .iter_mut()
-            .map(|v| {
-                v.sort();
-                if v.is_empty() {
-                    Duration::ZERO
-                } else {
-                    v[v.len() / 2]
-                }
-            })
-            .collect();
         let total: Duration = med.iter().sum();
         let mut rows: Vec<(usize, Duration)> = med.iter().copied().enumerate().collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.1));

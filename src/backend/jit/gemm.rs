@@ -268,28 +268,30 @@ thread_local! {
 type ChunkKey = (usize, usize, usize, ConvGeom);
 
 impl Taps {
+    #[inline(always)]
     fn plan(&mut self, g: &ConvGeom, j: usize, cols: usize) {
         let (h, w, kernel, stride, pad, ow) = (g.h, g.w, g.kernel, g.stride, g.pad, g.ow);
         self.runs.clear();
         self.starts.clear();
         self.lanes.clear();
-        // Each lane's output pixel, as the input position of tap (0, 0).
-        let mut at = [(0isize, 0isize); NR];
-        for (l, a) in at.iter_mut().enumerate().take(cols) {
+        // Each lane's input position at tap (0, 0); lanes past `cols`
+        // start out of range, so they stay padding.
+        let (mut y0, mut x0) = ([i32::MIN / 2; NR], [0i32; NR]);
+        for l in 0..cols {
             let (oy, ox) = ((j + l) / ow, (j + l) % ow);
-            *a = (
-                (oy * stride) as isize - pad as isize,
-                (ox * stride) as isize - pad as isize,
-            );
+            y0[l] = (oy * stride) as i32 - pad as i32;
+            x0[l] = (ox * stride) as i32 - pad as i32;
         }
+        let (h, w) = (h as i32, w as i32);
         for t in 0..kernel * kernel {
-            let (ki, kj) = ((t / kernel) as isize, (t % kernel) as isize);
+            let (ki, kj) = ((t / kernel) as i32, (t % kernel) as i32);
+            // Branch-free over the lanes, so it vectorizes: taps x lanes per
+            // panel is most of the packing work when channels are few (the stem).
             let mut lanes = [-1i32; NR];
-            for (lane, &(y0, x0)) in lanes.iter_mut().zip(&at).take(cols) {
-                let (iy, ix) = (y0 + ki, x0 + kj);
-                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                    *lane = (iy * w as isize + ix) as i32;
-                }
+            for l in 0..NR {
+                let (iy, ix) = (y0[l] + ki, x0[l] + kj);
+                let inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w);
+                lanes[l] = if inside { iy * w + ix } else { -1 };
             }
             self.starts.push(self.runs.len());
             if stride == 1 {
@@ -322,6 +324,7 @@ impl Taps {
 /// # Safety
 /// As [`pack_block`]; AVX-512F is available.
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
 unsafe fn im2col_block_avx512(
     x: *const f32,
     g: &ConvGeom,
