@@ -525,6 +525,7 @@ unsafe fn task(
                     let mut tile = Tile {
                         kc,
                         rows: (r1 - r0 - pi * MR).min(MR),
+                        cols: NR,
                         a: apanel,
                         a_next: a.panel(next)[p0 * MR..].as_ptr(),
                         b: bp,
@@ -534,6 +535,7 @@ unsafe fn task(
                     };
                     for pj in 0..panels_n {
                         tile.b = unsafe { bp.add(pj * b_panel + skip) };
+                        tile.cols = (nc - pj * NR).min(NR);
                         tile.c = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
                         // SAFETY: A holds kc x MR values from here, B kc rows of NR.
                         unsafe { kernel(&tile) };
@@ -679,6 +681,8 @@ unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bo
 struct Tile {
     kc: usize,
     rows: usize,
+    /// Columns of the B panel that matter (the rest may be left unwritten).
+    cols: usize,
     a: *const f32,
     a_next: *const f32,
     b: *const f32,
@@ -808,29 +812,53 @@ mod x86 {
     /// An `R x 32` tile (R <= MR rows of the A panel): 2R accumulators,
     /// two B vectors and a broadcast, within the 32 zmm registers.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512<const R: usize>(t: &Tile) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    unsafe fn tile_avx512<const R: usize, const V: usize>(t: &Tile) {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         let (a, b) = (t.a, t.b);
         for k in 0..t.kc {
             _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
-            let b0 = unsafe { _mm512_loadu_ps(b.add(k * NR)) };
-            let b1 = unsafe { _mm512_loadu_ps(b.add(k * NR + 16)) };
+            let mut bv = [_mm512_setzero_ps(); V];
+            for (v, x) in bv.iter_mut().enumerate() {
+                *x = unsafe { _mm512_loadu_ps(b.add(k * NR + 16 * v)) };
+            }
             for (r, row) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(unsafe { *a.add(k * MR + r) });
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+                for (x, y) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_fmadd_ps(av, *y, *x);
+                }
             }
         }
         for (r, row) in acc.iter().enumerate() {
-            let p = unsafe { t.c.add(r * t.ldc) };
-            let (mut v0, mut v1) = (row[0], row[1]);
-            if t.accumulate {
-                v0 = _mm512_add_ps(v0, unsafe { _mm512_loadu_ps(p) });
-                v1 = _mm512_add_ps(v1, unsafe { _mm512_loadu_ps(p.add(16)) });
+            for (v, &x) in row.iter().enumerate() {
+                let p = unsafe { t.c.add(r * t.ldc + 16 * v) };
+                let x = if t.accumulate {
+                    _mm512_add_ps(x, unsafe { _mm512_loadu_ps(p) })
+                } else {
+                    x
+                };
+                unsafe { _mm512_storeu_ps(p, x) };
             }
-            unsafe {
-                _mm512_storeu_ps(p, v0);
-                _mm512_storeu_ps(p.add(16), v1);
+        }
+    }
+
+    /// Whole panels with two vectors a row; a last panel of 16 columns or
+    /// fewer (N = 196, 784 at batch 1) with one.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows_avx512<const V: usize>(t: &Tile) {
+        unsafe {
+            match t.rows {
+                12 => tile_avx512::<12, V>(t),
+                11 => tile_avx512::<11, V>(t),
+                10 => tile_avx512::<10, V>(t),
+                9 => tile_avx512::<9, V>(t),
+                8 => tile_avx512::<8, V>(t),
+                7 => tile_avx512::<7, V>(t),
+                6 => tile_avx512::<6, V>(t),
+                5 => tile_avx512::<5, V>(t),
+                4 => tile_avx512::<4, V>(t),
+                3 => tile_avx512::<3, V>(t),
+                2 => tile_avx512::<2, V>(t),
+                _ => tile_avx512::<1, V>(t),
             }
         }
     }
@@ -838,19 +866,10 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_avx512(t: &Tile) {
         unsafe {
-            match t.rows {
-                12 => tile_avx512::<12>(t),
-                11 => tile_avx512::<11>(t),
-                10 => tile_avx512::<10>(t),
-                9 => tile_avx512::<9>(t),
-                8 => tile_avx512::<8>(t),
-                7 => tile_avx512::<7>(t),
-                6 => tile_avx512::<6>(t),
-                5 => tile_avx512::<5>(t),
-                4 => tile_avx512::<4>(t),
-                3 => tile_avx512::<3>(t),
-                2 => tile_avx512::<2>(t),
-                _ => tile_avx512::<1>(t),
+            if t.cols <= 16 {
+                rows_avx512::<1>(t)
+            } else {
+                rows_avx512::<2>(t)
             }
         }
     }
@@ -1037,10 +1056,11 @@ mod tests {
         for rows in 1..=MR {
             for accumulate in [false, true] {
                 let mut want = vec![1.0f32; MR * NR];
-                let mut got = want.clone();
-                let tile = |c: &mut Vec<f32>| Tile {
+                let got = want.clone();
+                let tile = |c: &mut Vec<f32>, cols| Tile {
                     kc,
                     rows,
+                    cols,
                     a: a.as_ptr(),
                     a_next: a.as_ptr(),
                     b: b.as_ptr(),
@@ -1048,9 +1068,16 @@ mod tests {
                     ldc: NR,
                     accumulate,
                 };
-                unsafe { kernel_portable(&tile(&mut want)) };
-                unsafe { kernel(&tile(&mut got)) };
-                assert_eq!(got, want, "{rows} rows, accumulate {accumulate}");
+                unsafe { kernel_portable(&tile(&mut want, NR)) };
+                for cols in [NR, 16, 5] {
+                    let mut got = got.clone();
+                    unsafe { kernel(&tile(&mut got, cols)) };
+                    // The columns that matter agree; a narrow tile may leave the rest.
+                    for r in 0..MR {
+                        let (g, w) = (&got[r * NR..r * NR + cols], &want[r * NR..r * NR + cols]);
+                        assert_eq!(g, w, "{rows} rows, {cols} columns, accumulate {accumulate}");
+                    }
+                }
             }
         }
     }
