@@ -932,11 +932,34 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_avx512(t: &Tile) {
         unsafe {
-            if t.cols <= 16 {
+            if t.cols == 1 {
+                column_avx512(t)
+            } else if t.cols <= 16 {
                 rows_avx512::<1>(t)
             } else {
                 rows_avx512::<2>(t)
             }
+        }
+    }
+
+    /// A single column (fc at batch 1): the A panel's rows as the vector,
+    /// one FMA per k instead of one per row, four chains for latency.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn column_avx512(t: &Tile) {
+        let rows = ((1u32 << t.rows) - 1) as __mmask16;
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for k in 0..t.kc {
+            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
+            let av = unsafe { _mm512_maskz_loadu_ps(rows, t.a.add(k * MR)) };
+            let bv = _mm512_set1_ps(unsafe { *t.b.add(k * NR) });
+            acc[k % 4] = _mm512_fmadd_ps(av, bv, acc[k % 4]);
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        let mut lanes = [0.0f32; 16];
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+        for (r, &v) in lanes.iter().enumerate().take(t.rows) {
+            let p = unsafe { t.c.add(r * t.ldc) };
+            unsafe { *p = if t.accumulate { *p + v } else { v } };
         }
     }
 
@@ -1149,7 +1172,7 @@ mod tests {
                     accumulate,
                 };
                 unsafe { kernel_portable(&tile(&mut want, NR)) };
-                for cols in [NR, 16, 5] {
+                for cols in [NR, 16, 5, 1] {
                     let mut got = got.clone();
                     unsafe { kernel(&tile(&mut got, cols)) };
                     // The columns that matter agree; a narrow tile may leave the rest.
