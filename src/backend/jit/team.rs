@@ -90,8 +90,9 @@ impl Team {
             }
         }
         work(s, generation);
+        let mut spins = 0u32;
         while s.pending.load(Acquire) > 0 {
-            std::hint::spin_loop();
+            relax(&mut spins);
         }
         // SAFETY: every task is done; nobody reads `job` until the next step.
         unsafe { *s.job.get() = None };
@@ -106,8 +107,9 @@ impl Team {
         self.run(size, &|i| {
             // Hold each task until all have started: one per thread.
             started.fetch_add(1, AcqRel);
+            let mut spins = 0u32;
             while started.load(Acquire) < size {
-                std::hint::spin_loop();
+                relax(&mut spins);
             }
             let r = f();
             if let Ok(mut slot) = out[i].lock() {
@@ -117,6 +119,17 @@ impl Team {
         out.into_iter()
             .filter_map(|m| m.into_inner().ok().flatten())
             .collect()
+    }
+}
+
+/// One round of a wait: a pause, and now and then a yield, so that with
+/// more threads than cores the thread being waited for gets to run.
+fn relax(spins: &mut u32) {
+    *spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(4096) {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
     }
 }
 
@@ -155,8 +168,7 @@ fn worker(s: &State) {
             if g != seen {
                 break g;
             }
-            std::hint::spin_loop();
-            spins += 1;
+            relax(&mut spins);
             if spins.is_multiple_of(1024) && since.elapsed() > SPIN {
                 s.sleeping.fetch_add(1, SeqCst);
                 // Checked again after announcing sleep: a step published
