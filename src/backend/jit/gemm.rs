@@ -1036,7 +1036,7 @@ mod x86 {
     }
 }
 
-/// The machine's FMA peak in GFLOP/s on `pool`'s threads, measured with a
+/// The machine's FMA peak in GFLOP/s on `team`'s threads, measured with a
 /// register-only loop of independent FMAs (what the microkernel could reach).
 pub fn measure_peak(team: &Team) -> f64 {
     let iters: u64 = 4_000_000;

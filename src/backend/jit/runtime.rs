@@ -46,21 +46,31 @@ pub unsafe extern "C" fn rt_conv(
     out: *mut f32,
 ) {
     let d = unsafe { &*d };
-    let team = unsafe { &(*d.shared).team };
+    let shared = unsafe { &*d.shared };
+    let team = &shared.team;
+    // SAFETY: one kernel runs at a time; jobs use disjoint parts of the scratch.
+    let scratch = unsafe { (*shared.scratch.get()).as_mut_ptr() };
     let jobs = d.n * d.groups;
     if team.size() > 1 && jobs >= team.size() {
         // Images (or groups) enough to go round: each thread takes whole
         // GEMMs, with no cut to pack twice or wait on.
-        let (x, res, out) = (x as usize, res as usize, out as usize);
+        let (x, res, out, scratch) = (x as usize, res as usize, out as usize, scratch as usize);
         let dp = d as *const ConvDesc as usize;
         team.run(jobs, &|t| unsafe {
             let d = &*(dp as *const ConvDesc);
             let io = (x as *const f32, res as *const f32, out as *mut f32);
-            conv_one(d, (t / d.groups, t % d.groups), io, None)
+            conv_one(
+                d,
+                (t / d.groups, t % d.groups),
+                io,
+                scratch as *mut f32,
+                None,
+            )
         });
     } else {
         for t in 0..jobs {
-            unsafe { conv_one(d, (t / d.groups, t % d.groups), (x, res, out), Some(team)) };
+            let job = (t / d.groups, t % d.groups);
+            unsafe { conv_one(d, job, (x, res, out), scratch, Some(team)) };
         }
     }
 }
@@ -73,9 +83,9 @@ unsafe fn conv_one(
     d: &ConvDesc,
     (b, g): (usize, usize),
     (x, res, out): (*const f32, *const f32, *mut f32),
+    scratch: *mut f32,
     team: Option<&super::team::Team>,
 ) {
-    let shared = unsafe { &*d.shared };
     let (cg, og) = (d.c / d.groups, d.o / d.groups);
     let n_pix = d.oh * d.ow;
     let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
@@ -87,8 +97,9 @@ unsafe fn conv_one(
         ConvStrategy::Strided1x1 => {
             // SAFETY: compile sized the scratch for every job; this one's slice is its own.
             let job = b * d.groups + g;
-            let all = unsafe { &mut *shared.scratch.get() };
-            let dst = &mut all[job * cg * n_pix..(job + 1) * cg * n_pix];
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(scratch.add(job * cg * n_pix), cg * n_pix)
+            };
             unsafe { subsample(xg, (cg, d.h, d.w), d.stride, (d.oh, d.ow), dst, team) };
             gemm::BSource::Rows {
                 ptr: dst.as_ptr(),
