@@ -556,13 +556,6 @@ unsafe fn task(
 ) {
     let k = a.k;
     let panels_m = (r1 - r0).div_ceil(MR);
-    // With K in one slice (most 1x1 convs, the stem) the AVX-512 kernel
-    // writes the outputs itself, epilogue applied in registers: no C
-    // buffer round trip, which costs as much as the FMAs at K = 64.
-    let fuse = k <= KC
-        && fuses()
-        && epi.col_stride == 1
-        && matches!(epi.residual, ResidualRead::None | ResidualRead::Add { .. });
     // As many columns as keep the C accumulator within budget.
     let nc_max = (C_BYTES / 4 / (panels_m * MR) / NR).clamp(1, NC / NR) * NR;
     SCRATCH.with(|s| {
@@ -605,45 +598,27 @@ unsafe fn task(
                         c: c.as_mut_ptr(),
                         ldc,
                         accumulate: p0 > 0,
-                        fused: None,
                     };
                     for pj in 0..panels_n {
                         tile.b = unsafe { bp.add(pj * b_panel + skip) };
                         tile.cols = (nc - pj * NR).min(NR);
                         tile.c = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
-                        if fuse {
-                            let (i, j) = (r0 + pi * MR, j0 + pj * NR);
-                            tile.fused = Some(Fused {
-                                out: unsafe { out.add(i * epi.row_stride + j) },
-                                ld: epi.row_stride,
-                                bias: epi.bias.map_or(std::ptr::null(), |b| unsafe { b.add(i) }),
-                                res: match epi.residual {
-                                    ResidualRead::Add { ptr } => unsafe {
-                                        ptr.add(i * epi.row_stride + j)
-                                    },
-                                    _ => std::ptr::null(),
-                                },
-                                relu: epi.relu,
-                            });
-                        }
                         // SAFETY: A holds kc x MR values from here, B kc rows of NR.
                         unsafe { kernel(&tile) };
                     }
                 }
                 p0 += kc;
             }
-            if !fuse {
-                // SAFETY: the caller owns these outputs.
-                let acc = Acc {
-                    buf: c,
-                    ld: ldc,
-                    i0: r0,
-                    j0,
-                    rows: r1 - r0,
-                    cols: nc,
-                };
-                unsafe { epilogue(&acc, out, epi) };
-            }
+            // SAFETY: the caller owns these outputs.
+            let acc = Acc {
+                buf: c,
+                ld: ldc,
+                i0: r0,
+                j0,
+                rows: r1 - r0,
+                cols: nc,
+            };
+            unsafe { epilogue(&acc, out, epi) };
             j0 += nc;
         }
     });
@@ -780,20 +755,6 @@ struct Tile {
     c: *mut f32,
     ldc: usize,
     accumulate: bool,
-    /// Write the outputs themselves, epilogue applied in registers,
-    /// instead of C.
-    fused: Option<Fused>,
-}
-
-/// Where a fused tile writes: output row r at `out + r * ld`, its bias at
-/// `bias[r]` and its residual at `res + r * ld` (null: none).
-#[derive(Clone, Copy)]
-struct Fused {
-    out: *mut f32,
-    ld: usize,
-    bias: *const f32,
-    res: *const f32,
-    relu: bool,
 }
 
 /// # Safety
@@ -829,16 +790,6 @@ static ISA: std::sync::LazyLock<Isa> = std::sync::LazyLock::new(|| {
     Isa::Portable
 });
 
-/// Whether the microkernel can apply the epilogue itself (AVX-512 only).
-fn fuses() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        *ISA == Isa::Avx512
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// The microkernel in use on this machine.
 pub fn simd_kernel() -> &'static str {
     match *ISA {
@@ -870,7 +821,7 @@ unsafe fn kernel_portable(t: &Tile) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{epilogue_body, Acc, Epilogue, Fused, Tile, MR, NR};
+    use super::{epilogue_body, Acc, Epilogue, Tile, MR, NR};
 
     /// [`epilogue_body`] compiled for wider vectors.
     macro_rules! epilogue_with {
@@ -951,35 +902,9 @@ mod x86 {
                 } else {
                     x
                 };
-                match t.fused {
-                    None => unsafe { _mm512_storeu_ps(p, x) },
-                    Some(f) => unsafe { store_fused(&f, r, v, t.cols, x) },
-                }
+                unsafe { _mm512_storeu_ps(p, x) };
             }
         }
-    }
-
-    /// Vector v of output row r: bias, residual (read before the write,
-    /// so the output may be the residual), ReLU, then a store masked to
-    /// the columns that exist.
-    #[inline(always)]
-    unsafe fn store_fused(f: &Fused, r: usize, v: usize, cols: usize, mut x: __m512) {
-        let lanes = cols.saturating_sub(16 * v).min(16);
-        if lanes == 0 {
-            return;
-        }
-        let mask = ((1u32 << lanes) - 1) as __mmask16;
-        if !f.bias.is_null() {
-            x = _mm512_add_ps(x, _mm512_set1_ps(unsafe { *f.bias.add(r) }));
-        }
-        let at = r * f.ld + 16 * v;
-        if !f.res.is_null() {
-            x = _mm512_add_ps(x, unsafe { _mm512_maskz_loadu_ps(mask, f.res.add(at)) });
-        }
-        if f.relu {
-            x = _mm512_max_ps(x, _mm512_setzero_ps());
-        }
-        unsafe { _mm512_mask_storeu_ps(f.out.add(at), mask, x) };
     }
 
     /// Whole panels with two vectors a row; a last panel of 16 columns or
@@ -1034,24 +959,7 @@ mod x86 {
         unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
         for (r, &v) in lanes.iter().enumerate().take(t.rows) {
             let p = unsafe { t.c.add(r * t.ldc) };
-            let v = if t.accumulate { unsafe { *p + v } } else { v };
-            match t.fused {
-                None => unsafe { *p = v },
-                Some(f) => {
-                    let bias = if f.bias.is_null() {
-                        0.0
-                    } else {
-                        unsafe { *f.bias.add(r) }
-                    };
-                    let res = if f.res.is_null() {
-                        0.0
-                    } else {
-                        unsafe { *f.res.add(r * f.ld) }
-                    };
-                    let v = v + bias + res;
-                    unsafe { *f.out.add(r * f.ld) = if f.relu { v.max(0.0) } else { v } };
-                }
-            }
+            unsafe { *p = if t.accumulate { *p + v } else { v } };
         }
     }
 
@@ -1262,7 +1170,6 @@ mod tests {
                     c: c.as_mut_ptr(),
                     ldc: NR,
                     accumulate,
-                    fused: None,
                 };
                 unsafe { kernel_portable(&tile(&mut want, NR)) };
                 for cols in [NR, 16, 5, 1] {
@@ -1291,7 +1198,6 @@ mod tests {
             let wt: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
             let a = PackedA::pack(&wt, m, k);
             let mut want = vec![0.0f32; m * n];
-            let mut want_lin = vec![0.0f32; m * n];
             for i in 0..m {
                 for j in 0..n {
                     let (oy, ox) = (j / g.ow, j % g.ow);
@@ -1309,7 +1215,6 @@ mod tests {
                         }
                     }
                     want[i * n + j] = acc.max(0.0);
-                    want_lin[i * n + j] = acc;
                 }
             }
             let epi = Epilogue {
@@ -1341,22 +1246,6 @@ mod tests {
                     let mut got = vec![f32::NAN; m * n];
                     unsafe { run_cut(&a, b, n, got.as_mut_ptr(), &epi, how, &team) };
                     assert_eq!(got, want, "{g:?} {b:?} {how:?}");
-                    // Bias and a residual the output overwrites in place.
-                    let bias: Vec<f32> = (0..m).map(|i| (i % 5) as f32 - 2.0).collect();
-                    let mut out: Vec<f32> = (0..m * n).map(|i| (i % 9) as f32 - 4.0).collect();
-                    let want_res: Vec<f32> = (0..m * n)
-                        .map(|e| (want_lin[e] + bias[e / n] + out[e]).max(0.0))
-                        .collect();
-                    let epi_res = Epilogue {
-                        bias: Some(bias.as_ptr()),
-                        residual: ResidualRead::Add { ptr: out.as_ptr() },
-                        ..epi
-                    };
-                    unsafe { run_cut(&a, b, n, out.as_mut_ptr(), &epi_res, how, &team) };
-                    assert_eq!(
-                        out, want_res,
-                        "{g:?} {b:?} {how:?}, bias and residual in place"
-                    );
                 }
             }
         }
