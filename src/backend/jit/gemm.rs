@@ -11,7 +11,7 @@
 //! writes each output once, after all of K: so an output may overwrite its
 //! residual in place.
 
-use super::team::Team;
+use super::team::{Sendable, Team};
 
 pub const MR: usize = 12;
 pub const NR: usize = 32;
@@ -83,19 +83,6 @@ pub struct Epilogue {
     /// Output element (i, j) is at `out[i * row_stride + j * col_stride]`.
     pub row_stride: usize,
     pub col_stride: usize,
-}
-
-/// Raw pointers cross threads: each task writes a disjoint set of outputs.
-#[derive(Clone, Copy)]
-struct Shared<T>(T);
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T: Copy> Shared<T> {
-    /// Through a method, so closures capture the wrapper, not the field.
-    fn get(&self) -> T {
-        self.0
-    }
 }
 
 /// The geometry of a convolution's input as seen by im2col.
@@ -493,7 +480,7 @@ unsafe fn run_cut(
 ) {
     let (m, k) = (a.m, a.k);
     let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
-    let (out, epi) = (Shared(out), Shared(*epi));
+    let (out, epi) = (Sendable(out), Sendable(*epi));
     // Panels p0..p1 of `size` as elements, clipped to `len`.
     let span = |(p0, p1): (usize, usize), size: usize, len: usize| {
         ((p0 * size).min(len), (p1 * size).min(len))
@@ -501,7 +488,7 @@ unsafe fn run_cut(
     match how {
         Cut::Whole => unsafe { task(a, b, n, (0, m), (0, n), out.get(), &epi.get()) },
         Cut::Columns(threads) => {
-            let b = Shared(b);
+            let b = Sendable(b);
             let parts = chunks(pn, threads);
             team.run(parts.len(), &|i| {
                 let cols = span(parts[i], NR, n);
@@ -516,7 +503,7 @@ unsafe fn run_cut(
                 _ => {
                     // The team packs all of B, panel groups apiece.
                     let dst = whole.get(packed_b_len(k, n));
-                    let (src, d) = (Shared(b), Shared(dst.as_mut_ptr()));
+                    let (src, d) = (Sendable(b), Sendable(dst.as_mut_ptr()));
                     let groups = chunks(pn, threads);
                     team.run(groups.len(), &|g| {
                         let (p0, p1) = groups[g];
@@ -533,7 +520,7 @@ unsafe fn run_cut(
                     BSource::Packed(dst.as_ptr())
                 }
             };
-            let b = Shared(b);
+            let b = Sendable(b);
             let parts = chunks(pm, threads);
             team.run(parts.len(), &|i| {
                 let rows = span(parts[i], MR, m);

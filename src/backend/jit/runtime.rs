@@ -4,6 +4,7 @@
 
 use super::gemm::{self, Epilogue, PackedA, ResidualRead};
 use super::strategy::ConvStrategy;
+use super::team::Sendable;
 use crate::ir::op::Residual;
 
 /// State shared by every kernel of one compiled network.
@@ -54,16 +55,18 @@ pub unsafe extern "C" fn rt_conv(
     if team.size() > 1 && jobs >= team.size() {
         // Images (or groups) enough to go round: each thread takes whole
         // GEMMs, with no cut to pack twice or wait on.
-        let (x, res, out, scratch) = (x as usize, res as usize, out as usize, scratch as usize);
-        let dp = d as *const ConvDesc as usize;
+        let (io, scratch, dp) = (
+            Sendable((x, res, out)),
+            Sendable(scratch),
+            Sendable(d as *const ConvDesc),
+        );
         team.run(jobs, &|t| unsafe {
-            let d = &*(dp as *const ConvDesc);
-            let io = (x as *const f32, res as *const f32, out as *mut f32);
+            let d = &*dp.get();
             conv_one(
                 d,
                 (t / d.groups, t % d.groups),
-                io,
-                scratch as *mut f32,
+                io.get(),
+                scratch.get(),
                 None,
             )
         });
@@ -160,16 +163,13 @@ unsafe fn subsample(
     dst: &mut [f32],
     team: Option<&super::team::Team>,
 ) {
-    let (x, d) = (x as usize, dst.as_mut_ptr() as usize);
+    let (x, d) = (Sendable(x), Sendable(dst.as_mut_ptr()));
     let chunks = team.map_or(1, |t| c.min(4 * t.size()));
     let run = |t: usize| {
         for ci in c * t / chunks..c * (t + 1) / chunks {
             // SAFETY: channel ci of x; task t alone writes dst's channel ci.
-            let src =
-                unsafe { std::slice::from_raw_parts((x as *const f32).add(ci * h * w), h * w) };
-            let out = unsafe {
-                std::slice::from_raw_parts_mut((d as *mut f32).add(ci * oh * ow), oh * ow)
-            };
+            let src = unsafe { std::slice::from_raw_parts(x.get().add(ci * h * w), h * w) };
+            let out = unsafe { std::slice::from_raw_parts_mut(d.get().add(ci * oh * ow), oh * ow) };
             for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
                 let line = &src[oy * stride * w..];
                 for (ox, v) in row.iter_mut().enumerate() {
@@ -251,18 +251,18 @@ pub unsafe extern "C" fn rt_pool(d: *const PoolDesc, x: *const f32, out: *mut f3
     let shared = unsafe { &*d.shared };
     let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
     let planes = d.n * d.c;
-    // Addresses cross threads as integers; the descriptor outlives the run.
-    let (out, x, dp) = (out as usize, x as usize, d as *const PoolDesc as usize);
+    // The descriptor outlives the run; tasks own disjoint planes.
+    let (out, x, dp) = (Sendable(out), Sendable(x), Sendable(d as *const PoolDesc));
     let chunks = planes.min(8 * shared.team.size());
     shared.team.run(chunks, &|t| {
-        let d = unsafe { &*(dp as *const PoolDesc) };
+        let d = unsafe { &*dp.get() };
         let mut rows = vec![0.0f32; d.w];
         for p in planes * t / chunks..planes * (t + 1) / chunks {
             // SAFETY: the arena holds n*c planes of each size; tasks own disjoint planes.
             let (xp, o) = unsafe {
                 (
-                    std::slice::from_raw_parts((x as *const f32).add(p * plane_in), plane_in),
-                    std::slice::from_raw_parts_mut((out as *mut f32).add(p * plane_out), plane_out),
+                    std::slice::from_raw_parts(x.get().add(p * plane_in), plane_in),
+                    std::slice::from_raw_parts_mut(out.get().add(p * plane_out), plane_out),
                 )
             };
             pool_plane(d, xp, o, &mut rows);

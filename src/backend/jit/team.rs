@@ -10,6 +10,20 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Raw pointers (and descriptors holding them) cross into a step's tasks
+/// in this wrapper: each task touches a disjoint part of what they address.
+#[derive(Clone, Copy)]
+pub struct Sendable<T>(pub T);
+unsafe impl<T> Send for Sendable<T> {}
+unsafe impl<T> Sync for Sendable<T> {}
+
+impl<T: Copy> Sendable<T> {
+    /// Through a method, so closures capture the wrapper, not the field.
+    pub fn get(&self) -> T {
+        self.0
+    }
+}
+
 /// How long an idle thread spins before it parks.
 const SPIN: Duration = Duration::from_millis(5);
 
