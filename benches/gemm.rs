@@ -16,10 +16,13 @@ const CONVS: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("layer1 1x1 reduce", 256, 56, 64, 1, 1),
     ("layer1 3x3", 64, 56, 64, 3, 1),
     ("layer1 1x1 expand", 64, 56, 256, 1, 1),
+    ("layer2 1x1 reduce", 512, 28, 128, 1, 1),
     ("layer2 3x3", 128, 28, 128, 3, 1),
     ("layer2 1x1 expand", 128, 28, 512, 1, 1),
+    ("layer3 1x1 reduce", 1024, 14, 256, 1, 1),
     ("layer3 3x3", 256, 14, 256, 3, 1),
     ("layer3 1x1 expand", 256, 14, 1024, 1, 1),
+    ("layer4 1x1 reduce", 2048, 7, 512, 1, 1),
     ("layer4 3x3", 512, 7, 512, 3, 1),
     ("layer4 1x1 expand", 512, 7, 2048, 1, 1),
 ];
@@ -31,10 +34,15 @@ fn main() {
         "{:>3}  {:<18} {:>5} {:>5} {:>5}  {:>8}  {:>5}",
         "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%"
     );
+    // `cargo bench --bench gemm -- NAME`: only the layers whose name holds NAME.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for t in [1, threads] {
         let pool = Team::new(t).expect("threads");
         let peak = gemm::measure_peak(&pool);
         for &(name, c, size, o, kernel, stride) in CONVS {
+            if only.as_deref().is_some_and(|o| !name.contains(o)) {
+                continue;
+            }
             let pad = kernel / 2;
             let out_size = (size + 2 * pad - kernel) / stride + 1;
             let (m, k, n) = (o, c * kernel * kernel, out_size * out_size);
