@@ -408,7 +408,7 @@ pub enum Cut {
 
 /// Panels per task at least, so each task's share of packing or of
 /// reading A or B stays small.
-const PANELS_PER_TASK: usize = 4;
+const PANELS_PER_TASK: usize = 1;
 
 /// The cut of an `m x n x k` GEMM for `threads`: along N when there are
 /// panels enough for every thread to pack its own B block in L2 (a shared,
@@ -438,6 +438,26 @@ fn chunks(panels: usize, threads: usize) -> Vec<(usize, usize)> {
         start += c;
     }
     out
+}
+
+/// `n` columns as `threads` runs of whole panels, as equal in columns as
+/// panels allow. With few panels, guided chunks would hand out 4 + 3 of
+/// N = 196's 7: 128 columns against 68, the last one 4 wide.
+fn even(n: usize, threads: usize) -> Vec<(usize, usize)> {
+    let edge = |t: usize| (n * t + threads * NR / 2) / (threads * NR);
+    (0..threads)
+        .map(|t| {
+            (
+                edge(t),
+                if t + 1 == threads {
+                    n.div_ceil(NR)
+                } else {
+                    edge(t + 1)
+                },
+            )
+        })
+        .filter(|(p0, p1)| p0 < p1)
+        .collect()
 }
 
 thread_local! {
@@ -491,7 +511,11 @@ unsafe fn run_cut(
         Cut::Whole => unsafe { task(a, b, n, (0, m), (0, n), out.get(), &epi.get()) },
         Cut::Columns(threads) => {
             let b = Sendable(b);
-            let parts = chunks(pn, threads);
+            let parts = if pn < 4 * threads {
+                even(n, threads)
+            } else {
+                chunks(pn, threads)
+            };
             team.run(parts.len(), &|i| {
                 let cols = span(parts[i], NR, n);
                 // SAFETY: this task's outputs are its own.
@@ -1145,6 +1169,19 @@ mod tests {
                     .windows(2)
                     .all(|w| w[0].1 == w[1].0 && w[0].1 - w[0].0 >= w[1].1 - w[1].0));
             }
+        }
+    }
+
+    #[test]
+    fn even_parts_balance_columns() {
+        assert_eq!(even(196, 2), [(0, 3), (3, 7)]);
+        assert_eq!(even(196, 3), [(0, 2), (2, 4), (4, 7)]);
+        assert_eq!(even(40, 4), [(0, 1), (1, 2)]);
+        for (n, t) in [(1, 1), (33, 2), (784, 5), (49, 8)] {
+            let e = even(n, t);
+            assert_eq!(e.first().map(|e| e.0), Some(0));
+            assert_eq!(e.last().map(|e| e.1), Some(n.div_ceil(NR)));
+            assert!(e.windows(2).all(|w| w[0].1 == w[1].0));
         }
     }
 
