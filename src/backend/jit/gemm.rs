@@ -581,8 +581,11 @@ unsafe fn task(
             let ldc = panels_n * NR;
             let c = cbuf.get(panels_m * MR * ldc);
             let mut p0 = 0;
+            // Two panels or fewer (N = 49): half-depth slices keep B's whole
+            // block (32 KB) in L1 while the A panels stream past it.
+            let kc_max = if panels_n <= 2 { KC / 2 } else { KC };
             while p0 < k {
-                let kc = (k - p0).min(KC);
+                let kc = (k - p0).min(kc_max);
                 let (bp, b_panel) = match b {
                     BSource::Packed(ptr) => (ptr, k * NR),
                     _ => {
