@@ -950,6 +950,17 @@ mod x86 {
         unsafe {
             if t.cols == 1 {
                 column_avx512(t)
+            } else if t.cols <= 8 {
+                // N = 196's last 4 columns: 4 FMAs a k here, 12 in a 16-column tile.
+                match t.cols {
+                    2 => columns_avx512::<2, 2>(t),
+                    3 => columns_avx512::<3, 2>(t),
+                    4 => columns_avx512::<4, 2>(t),
+                    5 => columns_avx512::<5, 1>(t),
+                    6 => columns_avx512::<6, 1>(t),
+                    7 => columns_avx512::<7, 1>(t),
+                    _ => columns_avx512::<8, 1>(t),
+                }
             } else if t.cols <= 16 {
                 rows_avx512::<1>(t)
             } else if t.cols == 17 {
@@ -966,25 +977,48 @@ mod x86 {
         }
     }
 
-    /// A single column (fc at batch 1): the A panel's rows as the vector,
-    /// one FMA per k instead of one per row, four chains for latency.
+    /// `C` columns (fc at batch 1; N = 196's last 4): the A panel's rows
+    /// as the vector, `C` FMAs per k instead of one per row, `CH` chains
+    /// per column so that at least 4 FMAs are in flight.
     #[target_feature(enable = "avx512f")]
-    unsafe fn column_avx512(t: &Tile) {
+    unsafe fn columns_avx512<const C: usize, const CH: usize>(t: &Tile) {
         let rows = ((1u32 << t.rows) - 1) as __mmask16;
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for k in 0..t.kc {
+        let mut acc = [[_mm512_setzero_ps(); C]; CH];
+        let step = |acc: &mut [__m512; C], k: usize| {
             _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
             let av = unsafe { _mm512_maskz_loadu_ps(rows, t.a.add(k * MR)) };
-            let bv = _mm512_set1_ps(unsafe { *t.b.add(k * NR) });
-            acc[k % 4] = _mm512_fmadd_ps(av, bv, acc[k % 4]);
+            for (j, x) in acc.iter_mut().enumerate() {
+                let bv = _mm512_set1_ps(unsafe { *t.b.add(k * NR + j) });
+                *x = _mm512_fmadd_ps(av, bv, *x);
+            }
+        };
+        let full = t.kc / CH * CH;
+        for k in (0..full).step_by(CH) {
+            for (ch, a) in acc.iter_mut().enumerate() {
+                step(a, k + ch);
+            }
         }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        let mut lanes = [0.0f32; 16];
-        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
-        for (r, &v) in lanes.iter().enumerate().take(t.rows) {
-            let p = unsafe { t.c.add(r * t.ldc) };
-            unsafe { *p = if t.accumulate { *p + v } else { v } };
+        for k in full..t.kc {
+            step(&mut acc[0], k);
         }
+        for j in 0..C {
+            let mut sum = acc[0][j];
+            for a in &acc[1..] {
+                sum = _mm512_add_ps(sum, a[j]);
+            }
+            let mut lanes = [0.0f32; 16];
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+            for (r, &v) in lanes.iter().enumerate().take(t.rows) {
+                let p = unsafe { t.c.add(r * t.ldc + j) };
+                unsafe { *p = if t.accumulate { *p + v } else { v } };
+            }
+        }
+    }
+
+    /// One column (see [`columns_avx512`]).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn column_avx512(t: &Tile) {
+        unsafe { columns_avx512::<1, 4>(t) }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -1222,7 +1256,7 @@ mod tests {
                     accumulate,
                 };
                 unsafe { kernel_portable(&tile(&mut want, NR)) };
-                for cols in [NR, 17, 16, 5, 1] {
+                for cols in [NR, 17, 16, 8, 5, 4, 3, 2, 1] {
                     let mut got = got.clone();
                     unsafe { kernel(&tile(&mut got, cols)) };
                     // The columns that matter agree; a narrow tile may leave the rest.
