@@ -5,7 +5,9 @@
 //! are there. Run with `cargo bench --bench gemm`; the
 //! whole-network view is `resnetc bench --profile`.
 
-use resnetc::backend::jit::gemm::{self, BSource, ConvGeom, Epilogue, PackedA, ResidualRead};
+use resnetc::backend::jit::gemm::{
+    self, BSource, ConvGeom, Epilogue, Images, PackedA, ResidualRead,
+};
 use resnetc::backend::jit::team::Team;
 use std::time::Instant;
 
@@ -59,6 +61,7 @@ fn main() {
                 BSource::Rows {
                     ptr: x.as_ptr(),
                     ld: size * size,
+                    images: Images::one(n),
                 }
             } else {
                 let geom = ConvGeom {
@@ -69,6 +72,7 @@ fn main() {
                     stride,
                     pad,
                     ow: out_size,
+                    image_stride: 0,
                 };
                 BSource::Im2col {
                     x: x.as_ptr(),
@@ -82,6 +86,7 @@ fn main() {
                 relu: true,
                 row_stride: n,
                 col_stride: 1,
+                images: Images::one(n),
             };
             let flops = 2.0 * (m * k * n) as f64;
             let reps = ((1e9 / flops) as usize).clamp(3, 1000);

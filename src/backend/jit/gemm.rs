@@ -75,14 +75,55 @@ pub enum ResidualRead {
     },
 }
 
+/// Images side by side along a GEMM's N: column j is column `j % cols`
+/// of image `j / cols`, whose data starts `stride` elements after the
+/// previous image's. A batch is one GEMM, so the weights are read once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Images {
+    pub cols: usize,
+    pub stride: usize,
+}
+
+impl Images {
+    /// All `n` columns in one image.
+    pub fn one(n: usize) -> Images {
+        Images {
+            cols: n.max(1),
+            stride: 0,
+        }
+    }
+}
+
+impl ResidualRead {
+    /// The read for image `b`, an `Add` residual's images `stride` apart.
+    fn for_image(mut self, b: usize, stride: usize) -> ResidualRead {
+        match &mut self {
+            ResidualRead::None => {}
+            ResidualRead::Add { ptr } => *ptr = ptr.wrapping_add(b * stride),
+            ResidualRead::PadAdd {
+                ptr,
+                channels,
+                h,
+                w,
+                ..
+            } => *ptr = ptr.wrapping_add(b * *channels * *h * *w),
+        }
+        self
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue {
     pub bias: Option<*const f32>,
     pub residual: ResidualRead,
     pub relu: bool,
-    /// Output element (i, j) is at `out[i * row_stride + j * col_stride]`.
+    /// Output element (i, j) of image b (see `images`) is at
+    /// `out[b * images.stride + i * row_stride + j * col_stride]`; an `Add`
+    /// residual is laid out as the output, a `PadAdd` one image per
+    /// `channels * h * w`.
     pub row_stride: usize,
     pub col_stride: usize,
+    pub images: Images,
 }
 
 /// The geometry of a convolution's input as seen by im2col.
@@ -96,6 +137,16 @@ pub struct ConvGeom {
     pub stride: usize,
     pub pad: usize,
     pub ow: usize,
+    /// Elements from one image's map to the next (a batch along N).
+    pub image_stride: usize,
+}
+
+impl ConvGeom {
+    /// Output positions (GEMM columns) per image.
+    pub fn cols_per_image(&self) -> usize {
+        let oh = (self.h + 2 * self.pad - self.kernel) / self.stride + 1;
+        oh * self.ow
+    }
 }
 
 /// Where the GEMM reads B (`k x n`) from. Every task packs the blocks it
@@ -104,8 +155,12 @@ pub struct ConvGeom {
 pub enum BSource {
     /// Already packed panels: `packed_b_len(k, n)` values.
     Packed(*const f32),
-    /// A row-major matrix at row stride `ld` (a 1x1 conv's input).
-    Rows { ptr: *const f32, ld: usize },
+    /// A row-major matrix at row stride `ld` (a 1x1 conv's input), per image.
+    Rows {
+        ptr: *const f32,
+        ld: usize,
+        images: Images,
+    },
     /// im2col of a `c x h x w` map: row `(c, ki, kj)`, column `(oy, ox)`
     /// reads `x[c, oy*s + ki - p, ox*s + kj - p]`, zero outside.
     Im2col { x: *const f32, geom: ConvGeom },
@@ -137,10 +192,27 @@ unsafe fn pack_block(
         let cols = (n - j).min(NR);
         match b {
             BSource::Packed(_) => unreachable!("packed B is read in place"),
-            BSource::Rows { ptr, ld } => {
+            BSource::Rows { ptr, ld, images } if (j % images.cols) + cols > images.cols => {
+                // The panel spans images: a run of columns per image.
                 for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    // SAFETY: row p0 + kk has columns j..j + cols.
-                    let src = unsafe { ptr.add((p0 + kk) * ld + j) };
+                    let mut c = 0;
+                    while c < cols {
+                        let (b, q) = ((j + c) / images.cols, (j + c) % images.cols);
+                        let len = (images.cols - q).min(cols - c);
+                        // SAFETY: image b's row p0 + kk has columns q..q + len.
+                        let src = unsafe { ptr.add(b * images.stride + (p0 + kk) * ld + q) };
+                        row[c..c + len]
+                            .copy_from_slice(unsafe { std::slice::from_raw_parts(src, len) });
+                        c += len;
+                    }
+                    row[cols..].fill(0.0);
+                }
+            }
+            BSource::Rows { ptr, ld, images } => {
+                let (b, q) = (j / images.cols, j % images.cols);
+                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    // SAFETY: image b's row p0 + kk has columns q..q + cols.
+                    let src = unsafe { ptr.add(b * images.stride + (p0 + kk) * ld + q) };
                     if cols == NR {
                         // A fixed-size copy: vector moves, not a memcpy call per row.
                         let v = unsafe { std::ptr::read_unaligned(src as *const [f32; NR]) };
@@ -170,14 +242,17 @@ unsafe fn im2col_panel(
     panel: &mut [f32],
 ) {
     let (h, w, kernel, stride, pad, ow) = (g.h, g.w, g.kernel, g.stride, g.pad, g.ow);
-    // The panel's columns as runs inside one output row: (first column, oy, first ox, length).
-    let mut runs = [(0usize, 0usize, 0usize, 0usize); NR];
+    let per_image = g.cols_per_image();
+    // The panel's columns as runs inside one output row:
+    // (first column, image, oy, first ox, length).
+    let mut runs = [(0usize, 0usize, 0usize, 0usize, 0usize); NR];
     let mut nruns = 0;
     let mut jj = 0;
     while jj < cols {
-        let (oy, ox) = ((j + jj) / ow, (j + jj) % ow);
+        let (b, q) = ((j + jj) / per_image, (j + jj) % per_image);
+        let (oy, ox) = (q / ow, q % ow);
         let len = (ow - ox).min(cols - jj);
-        runs[nruns] = (jj, oy, ox, len);
+        runs[nruns] = (jj, b, oy, ox, len);
         nruns += 1;
         jj += len;
     }
@@ -185,7 +260,7 @@ unsafe fn im2col_panel(
     let (mut ci, mut ki, mut kj) = (kk0 / (kernel * kernel), kk0 / kernel % kernel, kk0 % kernel);
     for dst in panel.chunks_exact_mut(NR) {
         dst[cols..].fill(0.0);
-        for &(col, oy, ox0, len) in &runs[..nruns] {
+        for &(col, b, oy, ox0, len) in &runs[..nruns] {
             let out = &mut dst[col..col + len];
             let iy = (oy * stride + ki) as isize - pad as isize;
             if iy < 0 || iy as usize >= h {
@@ -207,7 +282,7 @@ unsafe fn im2col_panel(
             let lo = lo.min(hi);
             out[..lo].fill(0.0);
             out[hi..].fill(0.0);
-            let row = unsafe { x.add((ci * h + iy as usize) * w) };
+            let row = unsafe { x.add(b * g.image_stride + (ci * h + iy as usize) * w) };
             let start = (first + (lo * stride) as isize) as usize;
             if stride == 1 {
                 // SAFETY: [start, start + hi - lo) lies inside the row.
@@ -263,11 +338,15 @@ impl Taps {
         self.lanes.clear();
         // Each lane's input position at tap (0, 0); lanes past `cols`
         // start out of range, so they stay padding.
-        let (mut y0, mut x0) = ([i32::MIN / 2; NR], [0i32; NR]);
+        let (mut y0, mut x0, mut image) = ([i32::MIN / 2; NR], [0i32; NR], [0i32; NR]);
+        let per_image = g.cols_per_image();
         for l in 0..cols {
-            let (oy, ox) = ((j + l) / ow, (j + l) % ow);
+            let (b, q) = ((j + l) / per_image, (j + l) % per_image);
+            let (oy, ox) = (q / ow, q % ow);
             y0[l] = (oy * stride) as i32 - pad as i32;
             x0[l] = (ox * stride) as i32 - pad as i32;
+            // Fits: rt_conv batches along N only while offsets fit in i32.
+            image[l] = (b * g.image_stride) as i32;
         }
         let (h, w) = (h as i32, w as i32);
         for t in 0..kernel * kernel {
@@ -278,7 +357,7 @@ impl Taps {
             for l in 0..NR {
                 let (iy, ix) = (y0[l] + ki, x0[l] + kj);
                 let inside = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w);
-                lanes[l] = if inside { iy * w + ix } else { -1 };
+                lanes[l] = if inside { image[l] + iy * w + ix } else { -1 };
             }
             self.starts.push(self.runs.len());
             if stride == 1 {
@@ -650,8 +729,31 @@ struct Acc<'a> {
     cols: usize,
 }
 
-/// The epilogue, compiled for the widest vectors this machine has.
+/// The epilogue, a run of columns per image.
 unsafe fn epilogue(acc: &Acc, out: *mut f32, e: &Epilogue) {
+    let cols = e.images.cols;
+    let mut c = 0;
+    while c < acc.cols {
+        let (b, q) = ((acc.j0 + c) / cols, (acc.j0 + c) % cols);
+        let len = (cols - q).min(acc.cols - c);
+        let part = Acc {
+            buf: &acc.buf[c..],
+            j0: q,
+            cols: len,
+            ..*acc
+        };
+        let e = Epilogue {
+            residual: e.residual.for_image(b, e.images.stride),
+            ..*e
+        };
+        // SAFETY: image b's outputs are the caller's as well.
+        unsafe { epilogue_simd(&part, out.wrapping_add(b * e.images.stride), &e) };
+        c += len;
+    }
+}
+
+/// The epilogue within one image, compiled for the widest vectors this machine has.
+unsafe fn epilogue_simd(acc: &Acc, out: *mut f32, e: &Epilogue) {
     #[cfg(target_arch = "x86_64")]
     match *ISA {
         Isa::Avx512 => return unsafe { x86::epilogue_avx512(acc, out, e) },
@@ -1157,6 +1259,7 @@ mod tests {
                     stride,
                     pad,
                     ow,
+                    image_stride: 0,
                 });
             }
         }
@@ -1270,6 +1373,73 @@ mod tests {
     }
 
     /// `gemm` against a naive product, with im2col'd B, for every cut of the work.
+    /// Three images along N (columns split across images mid-panel) give
+    /// each image's own GEMM, bias and in-place residual included.
+    #[test]
+    fn images_along_n_equal_one_gemm_per_image() {
+        let team = Team::new(2).unwrap();
+        for g in geoms() {
+            let (k, n) = (g.c * g.kernel * g.kernel, g.cols_per_image());
+            let m = 29;
+            let wt: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
+            let a = PackedA::pack(&wt, m, k);
+            let plane = g.c * g.h * g.w;
+            let x: Vec<f32> = (0..3 * plane).map(|i| (i % 17) as f32 - 8.0).collect();
+            let bias: Vec<f32> = (0..m).map(|i| (i % 3) as f32).collect();
+            let res: Vec<f32> = (0..3 * m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+            let epi = |images, ptr| Epilogue {
+                bias: Some(bias.as_ptr()),
+                residual: ResidualRead::Add { ptr },
+                relu: true,
+                row_stride: n,
+                col_stride: 1,
+                images,
+            };
+            let mut want = res.clone();
+            for b in 0..3 {
+                let geom = ConvGeom {
+                    image_stride: 0,
+                    ..g
+                };
+                let src = BSource::Im2col {
+                    x: x[b * plane..].as_ptr(),
+                    geom,
+                };
+                let o = want[b * m * n..].as_mut_ptr();
+                unsafe { gemm(&a, src, n, o, &epi(Images::one(n), o), Some(&team)) };
+            }
+            let images = Images {
+                cols: n,
+                stride: m * n,
+            };
+            let mut sources = vec![BSource::Im2col {
+                x: x.as_ptr(),
+                geom: ConvGeom {
+                    image_stride: plane,
+                    ..g
+                },
+            }];
+            if (g.kernel, g.stride, g.pad) == (1, 1, 0) {
+                sources.push(BSource::Rows {
+                    ptr: x.as_ptr(),
+                    ld: n,
+                    images: Images {
+                        cols: n,
+                        stride: plane,
+                    },
+                });
+            }
+            for src in sources {
+                for how in [Cut::Whole, Cut::Columns(2), Cut::Rows(2)] {
+                    let mut got = res.clone();
+                    let o = got.as_mut_ptr();
+                    unsafe { run_cut(&a, src, 3 * n, o, &epi(images, o), how, &team) };
+                    assert_eq!(got, want, "{g:?} {src:?} {how:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn gemm_equals_a_naive_product_for_every_cut() {
         let team = Team::new(2).unwrap();
@@ -1307,6 +1477,7 @@ mod tests {
                 relu: true,
                 row_stride: n,
                 col_stride: 1,
+                images: Images::one(n),
             };
             let geom = g;
             let mut sources = vec![BSource::Im2col {
@@ -1317,6 +1488,7 @@ mod tests {
                 sources.push(BSource::Rows {
                     ptr: x.as_ptr(),
                     ld: g.h * g.w,
+                    images: Images::one(n),
                 });
             }
             for b in sources {

@@ -52,6 +52,11 @@ pub unsafe extern "C" fn rt_conv(
     // SAFETY: one kernel runs at a time; jobs use disjoint parts of the scratch.
     let scratch = unsafe { (*shared.scratch.get()).as_mut_ptr() };
     let jobs = d.n * d.groups;
+    // A batch goes along N as one GEMM: the weights are read once, not
+    // once per image (im2col's lane offsets must stay within i32).
+    if d.groups == 1 && d.n > 1 && d.n * d.c * d.h * d.w <= i32::MAX as usize {
+        return unsafe { conv_batch(d, (x, res, out), scratch, team) };
+    }
     if team.size() > 1 && jobs >= team.size() {
         // Images (or groups) enough to go round: each thread takes whole
         // GEMMs, with no cut to pack twice or wait on.
@@ -78,6 +83,99 @@ pub unsafe extern "C" fn rt_conv(
     }
 }
 
+/// All images of an ungrouped conv as one GEMM, N = images x positions.
+///
+/// # Safety
+/// As [`rt_conv`].
+unsafe fn conv_batch(
+    d: &ConvDesc,
+    (x, res, out): (*const f32, *const f32, *mut f32),
+    scratch: *mut f32,
+    team: &super::team::Team,
+) {
+    let n_pix = d.oh * d.ow;
+    let (x_image, out_image) = (d.c * d.h * d.w, d.o * n_pix);
+    let b_source = match d.strategy {
+        ConvStrategy::Direct1x1 => gemm::BSource::Rows {
+            ptr: x,
+            ld: d.h * d.w,
+            images: gemm::Images {
+                cols: n_pix,
+                stride: x_image,
+            },
+        },
+        ConvStrategy::Strided1x1 => {
+            for b in 0..d.n {
+                // SAFETY: compile sized the scratch for every image.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(scratch.add(b * d.c * n_pix), d.c * n_pix)
+                };
+                let xb = unsafe { x.add(b * x_image) };
+                let shape = (d.c, d.h, d.w);
+                unsafe { subsample(xb, shape, d.stride, (d.oh, d.ow), dst, Some(team)) };
+            }
+            gemm::BSource::Rows {
+                ptr: scratch,
+                ld: n_pix,
+                images: gemm::Images {
+                    cols: n_pix,
+                    stride: d.c * n_pix,
+                },
+            }
+        }
+        ConvStrategy::Im2col => gemm::BSource::Im2col {
+            x,
+            geom: geom(d, d.c, x_image),
+        },
+    };
+    let epi = Epilogue {
+        bias: d.bias.as_ref().map(|v| v.as_ptr()),
+        residual: residual_read(d, res),
+        relu: d.relu,
+        row_stride: n_pix,
+        col_stride: 1,
+        images: gemm::Images {
+            cols: n_pix,
+            stride: out_image,
+        },
+    };
+    unsafe { gemm::gemm(&d.a[0], b_source, d.n * n_pix, out, &epi, Some(team)) };
+}
+
+/// im2col's view of `c` input channels of a conv, images `image_stride` apart.
+fn geom(d: &ConvDesc, c: usize, image_stride: usize) -> gemm::ConvGeom {
+    gemm::ConvGeom {
+        c,
+        h: d.h,
+        w: d.w,
+        kernel: d.kernel,
+        stride: d.stride,
+        pad: d.pad,
+        ow: d.ow,
+        image_stride,
+    }
+}
+
+/// How image 0 of a conv's epilogue reads its residual (`res` the tensor).
+fn residual_read(d: &ConvDesc, res: *const f32) -> ResidualRead {
+    let (rc, rh, rw) = d.res_chw;
+    match d.residual {
+        Residual::None => ResidualRead::None,
+        Residual::Add => ResidualRead::Add { ptr: res },
+        Residual::PadAdd {
+            stride, pad_before, ..
+        } => ResidualRead::PadAdd {
+            ptr: res,
+            channels: rc,
+            h: rh,
+            w: rw,
+            stride,
+            before: pad_before,
+            out_w: d.ow,
+        },
+    }
+}
+
 /// Image `b`, group `g` of a conv: one GEMM, on `team` or on this thread.
 ///
 /// # Safety
@@ -96,6 +194,7 @@ unsafe fn conv_one(
         ConvStrategy::Direct1x1 => gemm::BSource::Rows {
             ptr: xg,
             ld: d.h * d.w,
+            images: gemm::Images::one(n_pix),
         },
         ConvStrategy::Strided1x1 => {
             // SAFETY: compile sized the scratch for every job; this one's slice is its own.
@@ -107,46 +206,29 @@ unsafe fn conv_one(
             gemm::BSource::Rows {
                 ptr: dst.as_ptr(),
                 ld: n_pix,
+                images: gemm::Images::one(n_pix),
             }
         }
         ConvStrategy::Im2col => gemm::BSource::Im2col {
             x: xg,
-            geom: gemm::ConvGeom {
-                c: cg,
-                h: d.h,
-                w: d.w,
-                kernel: d.kernel,
-                stride: d.stride,
-                pad: d.pad,
-                ow: d.ow,
-            },
+            geom: geom(d, cg, 0),
         },
     };
     let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
     let (rc, rh, rw) = d.res_chw;
-    let residual = match d.residual {
-        Residual::None => ResidualRead::None,
-        Residual::Add => ResidualRead::Add {
-            ptr: unsafe { res.add((b * d.o + g * og) * n_pix) },
-        },
-        Residual::PadAdd {
-            stride, pad_before, ..
-        } => ResidualRead::PadAdd {
-            ptr: unsafe { res.add(b * rc * rh * rw) },
-            channels: rc,
-            h: rh,
-            w: rw,
-            stride,
-            before: pad_before,
-            out_w: d.ow,
-        },
+    // Option A's residual is read per image; an added one as the output.
+    let res_b = match d.residual {
+        Residual::PadAdd { .. } => res.wrapping_add(b * rc * rh * rw),
+        _ => res.wrapping_add((b * d.o + g * og) * n_pix),
     };
+    let residual = residual_read(d, res_b);
     let epi = Epilogue {
         bias: d.bias.as_ref().map(|v| unsafe { v.as_ptr().add(g * og) }),
         residual,
         relu: d.relu,
         row_stride: n_pix,
         col_stride: 1,
+        images: gemm::Images::one(n_pix),
     };
     unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, team) };
 }
@@ -215,6 +297,7 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
         relu: false,
         row_stride: 1,
         col_stride: d.a.m,
+        images: gemm::Images::one(d.n),
     };
     unsafe {
         gemm::gemm(
