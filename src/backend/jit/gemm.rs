@@ -760,11 +760,12 @@ unsafe fn epilogue_simd(acc: &Acc, out: *mut f32, e: &Epilogue) {
         Isa::Avx2 => return unsafe { x86::epilogue_avx2(acc, out, e) },
         Isa::Portable => {}
     }
-    unsafe { epilogue_body(acc, out, e) }
+    unsafe { epilogue_body::<false>(acc, out, e) }
 }
 
+/// `AVX512`: contiguous rows through [`x86::row_avx512`].
 #[inline(always)]
-unsafe fn epilogue_body(acc: &Acc, out: *mut f32, e: &Epilogue) {
+unsafe fn epilogue_body<const AVX512: bool>(acc: &Acc, out: *mut f32, e: &Epilogue) {
     let &Acc {
         buf,
         ld,
@@ -785,6 +786,11 @@ unsafe fn epilogue_body(acc: &Acc, out: *mut f32, e: &Epilogue) {
                 ResidualRead::Add { ptr } => Some(unsafe { ptr.add(i * e.row_stride + j0) }),
                 _ => None,
             };
+            #[cfg(target_arch = "x86_64")]
+            if AVX512 {
+                unsafe { x86::row_avx512(row, bias, res, e.relu, o) };
+                continue;
+            }
             unsafe { epilogue_row(row, bias, res, e.relu, o) };
             continue;
         }
@@ -943,15 +949,48 @@ mod x86 {
 
     /// [`epilogue_body`] compiled for wider vectors.
     macro_rules! epilogue_with {
-        ($name:ident, $features:literal) => {
+        ($name:ident, $features:literal, $avx512:literal) => {
             #[target_feature(enable = $features)]
             pub unsafe fn $name(acc: &Acc, out: *mut f32, e: &Epilogue) {
-                unsafe { epilogue_body(acc, out, e) }
+                unsafe { epilogue_body::<$avx512>(acc, out, e) }
             }
         };
     }
-    epilogue_with!(epilogue_avx512, "avx512f");
-    epilogue_with!(epilogue_avx2, "avx2,fma");
+    epilogue_with!(epilogue_avx512, "avx512f", true);
+    epilogue_with!(epilogue_avx2, "avx2,fma", false);
+
+    /// A contiguous output row: 16 lanes at a time, the last ones masked.
+    /// Each chunk's residual is loaded before its output is stored, so the
+    /// output may be the residual's own bytes. (The portable version's
+    /// arrays compiled to lane-by-lane inserts: 7% of a ResNet-50 run.)
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn row_avx512(
+        row: &[f32],
+        bias: f32,
+        res: Option<*const f32>,
+        relu: bool,
+        out: *mut f32,
+    ) {
+        let (n, b, zero) = (row.len(), _mm512_set1_ps(bias), _mm512_setzero_ps());
+        let mut c = 0;
+        while c < n {
+            let m = if n - c >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (n - c)) - 1) as __mmask16
+            };
+            let mut v = _mm512_add_ps(unsafe { _mm512_maskz_loadu_ps(m, row.as_ptr().add(c)) }, b);
+            if let Some(p) = res {
+                v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(m, p.add(c)) });
+            }
+            if relu {
+                // max(v, 0) returns 0 for NaN, like the interpreter.
+                v = _mm512_max_ps(v, zero);
+            }
+            unsafe { _mm512_mask_storeu_ps(out.add(c), m, v) };
+            c += 16;
+        }
+    }
 
     /// One im2col row of NR lanes from runs of consecutive offsets:
     /// `(offset of lane 0, lane mask)`; masked-off lanes neither load nor fault.
