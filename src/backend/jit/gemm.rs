@@ -612,21 +612,25 @@ unsafe fn run_cut(
             let b = match b {
                 BSource::Packed(_) => b,
                 _ => {
-                    // The team packs all of B, panel groups apiece.
+                    // The team packs all of B in (panel, K range) pieces:
+                    // N = 49 is two panels, and by panels alone one thread
+                    // packed while the other waited.
                     let dst = whole.get(packed_b_len(k, n));
                     let (src, d) = (Sendable(b), Sendable(dst.as_mut_ptr()));
-                    let groups = chunks(pn, threads);
-                    team.run(groups.len(), &|g| {
-                        let (p0, p1) = groups[g];
-                        // SAFETY: group g alone writes panels p0..p1.
-                        let panels = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                d.get().add(p0 * k * NR),
-                                (p1 - p0) * k * NR,
-                            )
+                    let per_panel = (4 * threads).div_ceil(pn).clamp(1, k.div_ceil(64));
+                    let depth = k.div_ceil(per_panel);
+                    team.run(pn * per_panel, &|t| {
+                        let (p, k0) = (t / per_panel, t % per_panel * depth);
+                        if k0 >= k {
+                            return;
+                        }
+                        let kc = depth.min(k - k0);
+                        // SAFETY: piece t alone writes rows k0..k0 + kc of panel p.
+                        let rows = unsafe {
+                            std::slice::from_raw_parts_mut(d.get().add((p * k + k0) * NR), kc * NR)
                         };
-                        let cols = (p0 * NR, (p1 * NR).min(n) - p0 * NR);
-                        unsafe { pack_block(src.get(), n, (0, k), cols, panels) };
+                        let cols = (p * NR, ((p + 1) * NR).min(n) - p * NR);
+                        unsafe { pack_block(src.get(), n, (k0, kc), cols, rows) };
                     });
                     BSource::Packed(dst.as_ptr())
                 }
