@@ -487,7 +487,7 @@ pub enum Cut {
 
 /// Panels per task at least, so each task's share of packing or of
 /// reading A or B stays small.
-const PANELS_PER_TASK: usize = 1;
+const PANELS_PER_TASK: usize = 4;
 
 /// The cut of an `m x n x k` GEMM for `threads`: along N when there are
 /// panels enough for every thread to pack its own B block in L2 (a shared,
