@@ -2,9 +2,12 @@
 //! the share of the measured FMA peak, on one thread and on all. B comes
 //! from the real source (the input read in place, or im2col), packed per
 //! task as in a network run, and the weights cold (out of cache) as they
-//! are there. Run with `cargo bench --bench gemm`; the
-//! whole-network view is `resnetc bench --profile`.
+//! are there. Beside it, the same conv run direct on channel-blocked maps
+//! (`blocked.rs`, what the JIT runs where a network allows it). Run with
+//! `cargo bench --bench gemm`; the whole-network view is
+//! `resnetc bench --profile`.
 
+use resnetc::backend::jit::blocked;
 use resnetc::backend::jit::gemm::{
     self, BSource, ConvGeom, Epilogue, Images, PackedA, ResidualRead,
 };
@@ -33,8 +36,8 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("microkernel {}", gemm::simd_kernel());
     println!(
-        "{:>3}  {:<18} {:>5} {:>5} {:>5}  {:>8}  {:>5}",
-        "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%"
+        "{:>3}  {:<18} {:>5} {:>5} {:>5}  {:>8}  {:>5}  {:>13}",
+        "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%", "direct"
     );
     // `cargo bench --bench gemm -- NAME`: only the layers whose name holds NAME.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -101,8 +104,46 @@ fn main() {
                 best = best.min(start.elapsed().as_secs_f64() / reps as f64);
             }
             let g = flops / best / 1e9;
+            // The same conv direct on channel-blocked maps, where it runs.
+            let geom = blocked::Geom {
+                c,
+                h: size,
+                w: size,
+                o,
+                kernel,
+                stride,
+                pad,
+                oh: out_size,
+                ow: out_size,
+                input: if c % blocked::BLOCK == 0 {
+                    blocked::Input::Blocked
+                } else {
+                    blocked::Input::Planar
+                },
+            };
+            let direct = blocked::eligible(&geom).then(|| {
+                let convs: Vec<blocked::Conv> = (0..copies.max(1))
+                    .map(|_| blocked::Conv::new(geom, &w, None, true))
+                    .collect();
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let start = Instant::now();
+                    for r in 0..reps {
+                        let conv = &convs[r % convs.len()];
+                        // SAFETY: x and out hold the conv's maps (blocked or planar alike in size).
+                        unsafe {
+                            conv.run(1, x.as_ptr(), std::ptr::null(), out.as_mut_ptr(), &pool)
+                        };
+                    }
+                    best = best.min(start.elapsed().as_secs_f64() / reps as f64);
+                }
+                flops / best / 1e9
+            });
+            let d = direct.map_or("-".to_string(), |d| {
+                format!("{d:.1}  {:>4.0}%", 100.0 * d / peak)
+            });
             println!(
-                "{t:>3}  {name:<18} {m:>5} {k:>5} {n:>5}  {g:>8.1}  {:>4.0}%",
+                "{t:>3}  {name:<18} {m:>5} {k:>5} {n:>5}  {g:>8.1}  {:>4.0}%  {d:>13}",
                 100.0 * g / peak
             );
         }

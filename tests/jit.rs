@@ -97,27 +97,64 @@ fn a_forced_strategy_gives_the_same_result() {
         },
     )
     .unwrap();
-    for forced in [jit::ConvStrategy::Im2col, jit::ConvStrategy::Strided1x1] {
+    let blocked = jit::gemm::avx512();
+    for forced in [
+        jit::ConvStrategy::Im2col,
+        jit::ConvStrategy::Strided1x1,
+        jit::ConvStrategy::Direct1x1,
+        jit::ConvStrategy::Blocked,
+    ] {
         let opts = jit::JitOptions {
             threads: 2,
             conv_strategy: Some(forced),
             ..Default::default()
         };
         let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
-        // Forced where eligible: every conv for im2col, every 1x1 for strided-1x1.
+        // Forced where eligible: every conv for im2col, every 1x1 for
+        // strided-1x1, the stride-1 ones for direct-1x1 (planar maps, the
+        // other convs by the rules), all for blocked where AVX-512 runs.
         let used = c
             .strategies
             .iter()
             .filter(|(_, s)| *s == forced.name())
             .count();
-        let want_used = if forced == jit::ConvStrategy::Im2col {
-            c.strategies.len()
-        } else {
-            36
+        let want_used = match forced {
+            jit::ConvStrategy::Im2col => c.strategies.len(),
+            jit::ConvStrategy::Strided1x1 => 36,
+            // 16 expands, 13 reduces (three have stride 2 here), layer1's projection.
+            jit::ConvStrategy::Direct1x1 => 30,
+            jit::ConvStrategy::Blocked if blocked => c.strategies.len(),
+            jit::ConvStrategy::Blocked => 0,
         };
         assert_eq!(used, want_used, "{forced:?}");
         assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4, "{forced:?}");
     }
+}
+
+#[test]
+fn blocked_maps_are_chosen_by_their_rule() {
+    let optimized = |path: &str, level: u8| common::optimized(&common::root().join(path), level);
+    let rule =
+        |g: &Graph| jit::strategy::blocked_layout(g, resnetc::backend::interp::logits_node(g));
+    if !jit::gemm::avx512() {
+        assert!(rule(&optimized("specs/resnet50.rn", 2)).is_err());
+        return;
+    }
+    for spec in [
+        "specs/resnet18.rn",
+        "specs/resnet50_v1_5.rn",
+        "specs/resnet152.rn",
+    ] {
+        assert_eq!(rule(&optimized(spec, 2)), Ok(()), "{spec}");
+    }
+    // Unfused batch norms, and option A's zero-padded shortcut, run planar.
+    let why = rule(&optimized("specs/resnet50.rn", 0)).unwrap_err();
+    assert!(
+        why.contains("batch_norm") || why.contains("planar"),
+        "{why}"
+    );
+    let why = rule(&optimized("specs/cifar/resnet20.rn", 2)).unwrap_err();
+    assert!(why.contains("option A"), "{why}");
 }
 
 #[test]

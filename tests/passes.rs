@@ -260,20 +260,9 @@ fn optimized_equals_unoptimized_on_every_spec() {
 fn plans_are_valid_for_every_spec_and_level() {
     for path in common::all_specs() {
         for level in 0..=2 {
-            let m = Module {
-                graph: common::compile(&path),
-                weights: None,
-            };
-            let (m, _) = passes::optimize(
-                m,
-                &passes::Options {
-                    level,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            let p = m.graph.plan.as_ref().unwrap();
-            plan::check(&m.graph, p).unwrap();
+            let g = common::optimized(&path, level);
+            let p = g.plan.as_ref().unwrap();
+            plan::check(&g, p).unwrap();
             assert!(p.arena_bytes <= p.sum_bytes());
         }
     }

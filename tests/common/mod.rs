@@ -24,6 +24,22 @@ pub fn compile_with(path: &Path, opts: &Options) -> Graph {
     }
 }
 
+/// A spec's graph through the optimizer at `level`, without weights.
+pub fn optimized(path: &Path, level: u8) -> Graph {
+    let m = resnetc::passes::Module {
+        graph: compile(path),
+        weights: None,
+    };
+    let opts = resnetc::passes::Options {
+        level,
+        ..Default::default()
+    };
+    match resnetc::passes::optimize(m, &opts) {
+        Ok((m, _)) => m.graph,
+        Err(e) => panic!("{} -O{level}: {e}", path.display()),
+    }
+}
+
 /// Every spec and example, relative to the crate root.
 pub fn all_specs() -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -19,6 +19,9 @@ const F32X4: types::Type = types::F32X4;
 /// The kernels generated code may call, by symbol.
 pub const RUNTIME: &[(&str, usize)] = &[
     ("rt_conv", 4),
+    ("rt_conv_blocked", 4),
+    ("rt_max_pool_blocked", 3),
+    ("rt_global_avg_blocked", 5),
     ("rt_linear", 3),
     ("rt_pool", 3),
     ("rt_shortcut_pad", 3),
@@ -29,6 +32,15 @@ pub const RUNTIME: &[(&str, usize)] = &[
 pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("rt_conv", runtime::rt_conv as *const u8),
+        ("rt_conv_blocked", runtime::rt_conv_blocked as *const u8),
+        (
+            "rt_max_pool_blocked",
+            runtime::rt_max_pool_blocked as *const u8,
+        ),
+        (
+            "rt_global_avg_blocked",
+            runtime::rt_global_avg_blocked as *const u8,
+        ),
         ("rt_linear", runtime::rt_linear as *const u8),
         ("rt_pool", runtime::rt_pool as *const u8),
         ("rt_shortcut_pad", runtime::rt_shortcut_pad as *const u8),

@@ -924,6 +924,11 @@ static ISA: std::sync::LazyLock<Isa> = std::sync::LazyLock::new(|| {
     Isa::Portable
 });
 
+/// Whether the AVX-512 kernels run here.
+pub fn avx512() -> bool {
+    *ISA == Isa::Avx512
+}
+
 /// The microkernel in use on this machine.
 pub fn simd_kernel() -> &'static str {
     match *ISA {

@@ -3,6 +3,7 @@
 //! generated code calls GEMM kernels with fused epilogues and runs SIMD loops
 //! for the elementwise ops.
 
+pub mod blocked;
 pub mod codegen;
 pub mod gemm;
 pub mod runtime;
@@ -57,6 +58,7 @@ pub struct Compiled {
     // Descriptors the code points at: boxed, so their addresses are stable.
     _shared: Box<Shared>,
     _convs: Vec<Box<ConvDesc>>,
+    _blocked_convs: Vec<Box<runtime::BlockedConvDesc>>,
     _linears: Vec<Box<LinearDesc>>,
     _pools: Vec<Box<PoolDesc>>,
     _pads: Vec<Box<PadDesc>>,
@@ -146,6 +148,9 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
             .ok_or_else(|| err("a value has no arena slot"))
     };
     let last = logits_node(g);
+    let blocked = matches!(opts.conv_strategy, None | Some(ConvStrategy::Blocked))
+        && strategy::blocked_layout(g, last).is_ok();
+    let mut blocked_convs = Vec::new();
     let mut steps = Vec::new();
     let mut convs = Vec::new();
     let mut linears = Vec::new();
@@ -183,58 +188,70 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
             } => {
                 let x = xs.ok_or_else(|| err("conv without input"))?;
                 let wt = flat(param(w, &n.name, "weight")?);
-                let (cg, og) = (in_channels / groups, out_channels / groups);
-                let k = cg * kernel * kernel;
-                let a = (0..groups)
-                    .map(|gi| PackedA::pack(&wt[gi * og * k..(gi + 1) * og * k], og, k))
-                    .collect();
                 let b = if bias {
                     Some(flat(param(w, &n.name, "bias")?))
                 } else {
                     None
                 };
-                let strategy = strategy::choose(&n.op, opts.conv_strategy);
-                strategies.push((n.name.clone(), strategy.name()));
-                if strategy == ConvStrategy::Strided1x1 {
-                    // The subsampled input, for every image and group at once.
-                    scratch = scratch.max(in_channels * x.batch() * shape.height() * shape.width());
-                }
-                let res = ins.get(1).map(|&j| g.node(j).shape.clone());
-                let d = Box::new(ConvDesc {
-                    shared: sp,
-                    n: x.batch(),
-                    c: in_channels,
-                    h: x.height(),
-                    w: x.width(),
-                    o: out_channels,
-                    kernel,
-                    stride,
-                    pad: padding,
-                    groups,
-                    oh: shape.height(),
-                    ow: shape.width(),
-                    a,
-                    bias: b,
-                    residual,
-                    res_chw: res.map_or((0, 0, 0), |r| (r.channels(), r.height(), r.width())),
-                    relu,
-                    strategy,
-                });
                 let r = if residual.is_none() {
                     Arg::Const(0)
                 } else {
                     Arg::Arena(xin(1)?)
                 };
+                let desc = if blocked {
+                    let geom = strategy::blocked_geom(g, i)
+                        .ok_or_else(|| err(format!("`{}`: no blocked geometry", n.name)))?;
+                    let d = Box::new(runtime::BlockedConvDesc {
+                        shared: sp,
+                        n: x.batch(),
+                        conv: blocked::Conv::new(geom, &wt, b, relu),
+                    });
+                    strategies.push((n.name.clone(), ConvStrategy::Blocked.name()));
+                    let ptr = &*d as *const runtime::BlockedConvDesc as u64;
+                    blocked_convs.push(d);
+                    ("rt_conv_blocked", ptr)
+                } else {
+                    let (cg, og) = (in_channels / groups, out_channels / groups);
+                    let k = cg * kernel * kernel;
+                    let a = (0..groups)
+                        .map(|gi| PackedA::pack(&wt[gi * og * k..(gi + 1) * og * k], og, k))
+                        .collect();
+                    let strategy = strategy::choose(&n.op, opts.conv_strategy);
+                    strategies.push((n.name.clone(), strategy.name()));
+                    if strategy == ConvStrategy::Strided1x1 {
+                        // The subsampled input, for every image and group at once.
+                        scratch =
+                            scratch.max(in_channels * x.batch() * shape.height() * shape.width());
+                    }
+                    let res = ins.get(1).map(|&j| g.node(j).shape.clone());
+                    let d = Box::new(ConvDesc {
+                        shared: sp,
+                        n: x.batch(),
+                        c: in_channels,
+                        h: x.height(),
+                        w: x.width(),
+                        o: out_channels,
+                        kernel,
+                        stride,
+                        pad: padding,
+                        groups,
+                        oh: shape.height(),
+                        ow: shape.width(),
+                        a,
+                        bias: b,
+                        residual,
+                        res_chw: res.map_or((0, 0, 0), |r| (r.channels(), r.height(), r.width())),
+                        relu,
+                        strategy,
+                    });
+                    let ptr = &*d as *const ConvDesc as u64;
+                    convs.push(d);
+                    ("rt_conv", ptr)
+                };
                 steps.push(Step::Call {
-                    symbol: "rt_conv",
-                    args: vec![
-                        Arg::Const(&*d as *const ConvDesc as u64),
-                        Arg::Arena(xin(0)?),
-                        r,
-                        Arg::Arena(out),
-                    ],
+                    symbol: desc.0,
+                    args: vec![Arg::Const(desc.1), Arg::Arena(xin(0)?), r, Arg::Arena(out)],
                 });
-                convs.push(d);
             }
             Op::Linear {
                 in_features,
@@ -334,7 +351,11 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                     max: matches!(n.op, Op::MaxPool { .. }),
                 });
                 steps.push(Step::Call {
-                    symbol: "rt_pool",
+                    symbol: if blocked {
+                        "rt_max_pool_blocked"
+                    } else {
+                        "rt_pool"
+                    },
                     args: vec![
                         Arg::Const(&*d as *const PoolDesc as u64),
                         Arg::Arena(xin(0)?),
@@ -342,6 +363,19 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                     ],
                 });
                 pools.push(d);
+            }
+            Op::GlobalAvgPool if blocked => {
+                let x = xs.ok_or_else(|| err("pool without input"))?;
+                steps.push(Step::Call {
+                    symbol: "rt_global_avg_blocked",
+                    args: vec![
+                        Arg::Const(x.batch() as u64),
+                        Arg::Const(x.channels() as u64),
+                        Arg::Const((x.height() * x.width()) as u64),
+                        Arg::Arena(xin(0)?),
+                        Arg::Arena(out),
+                    ],
+                });
             }
             Op::GlobalAvgPool => {
                 let x = xs.ok_or_else(|| err("pool without input"))?;
@@ -390,6 +424,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
         if steps.len() > before {
             let shapes: Vec<&crate::ir::Shape> = ins.iter().map(|&j| &g.node(j).shape).collect();
             let how = match &n.op {
+                Op::Conv2d { .. } if blocked => ConvStrategy::Blocked.name(),
                 Op::Conv2d { .. } => strategy::choose(&n.op, opts.conv_strategy).name(),
                 Op::Linear { .. } => "gemm",
                 Op::Relu
@@ -397,7 +432,12 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                 | Op::Flatten
                 | Op::BatchNorm { .. }
                 | Op::ScaleShift { .. }
-                | Op::GlobalAvgPool => "clif simd loop",
+                | Op::GlobalAvgPool
+                    if !blocked =>
+                {
+                    "clif simd loop"
+                }
+                Op::Relu | Op::Add | Op::Flatten => "clif simd loop",
                 _ => "kernel",
             };
             infos.push(StepInfo {
@@ -484,6 +524,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
         output: (off(last)? as usize, g.node(last).shape.dims().to_vec()),
         _shared: shared,
         _convs: convs,
+        _blocked_convs: blocked_convs,
         _linears: linears,
         _pools: pools,
         _pads: pads,

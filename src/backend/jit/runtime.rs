@@ -123,7 +123,7 @@ unsafe fn conv_batch(
                 },
             }
         }
-        ConvStrategy::Im2col => gemm::BSource::Im2col {
+        ConvStrategy::Im2col | ConvStrategy::Blocked => gemm::BSource::Im2col {
             x,
             geom: geom(d, d.c, x_image),
         },
@@ -209,7 +209,7 @@ unsafe fn conv_one(
                 images: gemm::Images::one(n_pix),
             }
         }
-        ConvStrategy::Im2col => gemm::BSource::Im2col {
+        ConvStrategy::Im2col | ConvStrategy::Blocked => gemm::BSource::Im2col {
             x: xg,
             geom: geom(d, cg, 0),
         },
@@ -483,6 +483,96 @@ pub struct Ticks(pub std::cell::UnsafeCell<Vec<std::time::Instant>>);
 pub unsafe extern "C" fn rt_tick(t: *const Ticks, i: usize) {
     let v = unsafe { &mut *(*t).0.get() };
     v[i] = std::time::Instant::now();
+}
+
+/// A conv on channel-blocked maps.
+pub struct BlockedConvDesc {
+    pub shared: *const Shared,
+    pub n: usize,
+    pub conv: super::blocked::Conv,
+}
+
+/// # Safety
+/// As [`rt_conv`]; `res` is null or holds the output's shape.
+pub unsafe extern "C" fn rt_conv_blocked(
+    d: *const BlockedConvDesc,
+    x: *const f32,
+    res: *const f32,
+    out: *mut f32,
+) {
+    let d = unsafe { &*d };
+    let team = unsafe { &(*d.shared).team };
+    unsafe { d.conv.run(d.n, x, res, out, team) };
+}
+
+/// Max pooling of channel-blocked maps (-inf padding), 16 channels a vector.
+///
+/// # Safety
+/// As [`rt_conv`].
+pub unsafe extern "C" fn rt_max_pool_blocked(d: *const PoolDesc, x: *const f32, out: *mut f32) {
+    use super::blocked::BLOCK;
+    let d = unsafe { &*d };
+    let shared = unsafe { &*d.shared };
+    let rows = d.n * d.c / BLOCK * d.oh;
+    let (out, x, dp) = (Sendable(out), Sendable(x), Sendable(d as *const PoolDesc));
+    let chunks = rows.min(8 * shared.team.size());
+    shared.team.run(chunks, &|t| {
+        let d = unsafe { &*dp.get() };
+        for r in rows * t / chunks..rows * (t + 1) / chunks {
+            let (plane, oy) = (r / d.oh, r % d.oh);
+            let y0 = (oy * d.stride) as isize - d.pad as isize;
+            let ys =
+                y0.max(0) as usize..((y0 + d.kernel as isize).min(d.h as isize)).max(0) as usize;
+            let xp = x.get().wrapping_add(plane * d.h * d.w * BLOCK);
+            let orow = out.get().wrapping_add((plane * d.oh + oy) * d.ow * BLOCK);
+            for ox in 0..d.ow {
+                let x0 = (ox * d.stride) as isize - d.pad as isize;
+                let xs = x0.max(0) as usize
+                    ..((x0 + d.kernel as isize).min(d.w as isize)).max(0) as usize;
+                let mut m = [f32::NEG_INFINITY; BLOCK];
+                for iy in ys.clone() {
+                    for ix in xs.clone() {
+                        // SAFETY: (iy, ix) is inside the plane.
+                        let v =
+                            unsafe { &*(xp.add((iy * d.w + ix) * BLOCK) as *const [f32; BLOCK]) };
+                        for (a, &b) in m.iter_mut().zip(v) {
+                            *a = if b > *a { b } else { *a };
+                        }
+                    }
+                }
+                // SAFETY: output pixel ox of this task's row.
+                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), orow.add(ox * BLOCK), BLOCK) };
+            }
+        }
+    });
+}
+
+/// The mean of each channel of `n` channel-blocked `c x hw` maps: `[n][c]`.
+///
+/// # Safety
+/// `x` holds the maps, `out` `n x c` values.
+pub unsafe extern "C" fn rt_global_avg_blocked(
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: *const f32,
+    out: *mut f32,
+) {
+    use super::blocked::BLOCK;
+    for block in 0..n * c / BLOCK {
+        let mut s = [0.0f32; BLOCK];
+        for p in 0..hw {
+            // SAFETY: pixel p of block `block`.
+            let v = unsafe { &*(x.add((block * hw + p) * BLOCK) as *const [f32; BLOCK]) };
+            for (a, &b) in s.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+        for (i, v) in s.iter().enumerate() {
+            // SAFETY: channel block * 16 + i of out.
+            unsafe { *out.add(block * BLOCK + i) = v / hw as f32 };
+        }
+    }
 }
 
 #[cfg(test)]

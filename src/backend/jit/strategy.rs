@@ -1,7 +1,11 @@
 //! How each conv is lowered, chosen by named eligibility rules that can be
 //! overridden for experiments (`--conv-strategy`).
 
-use crate::ir::Op;
+use crate::ir::op::Residual;
+use crate::ir::{Graph, Op};
+use petgraph::stable_graph::NodeIndex;
+
+use super::blocked;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ConvStrategy {
@@ -13,6 +17,9 @@ pub enum ConvStrategy {
     Strided1x1,
     /// Any conv: im2col into packed B, then the GEMM.
     Im2col,
+    /// The whole network on channel-blocked maps (16 channels a vector),
+    /// every conv direct: see [`blocked_layout`] for when it applies.
+    Blocked,
 }
 
 impl ConvStrategy {
@@ -21,6 +28,7 @@ impl ConvStrategy {
             ConvStrategy::Direct1x1 => "direct-1x1",
             ConvStrategy::Strided1x1 => "strided-1x1",
             ConvStrategy::Im2col => "im2col",
+            ConvStrategy::Blocked => "blocked",
         }
     }
 
@@ -48,6 +56,93 @@ impl ConvStrategy {
     }
 }
 
+/// Whether the network up to `last` (its logits) can run on channel-blocked
+/// maps, and if not, why: AVX-512; every map but the input a multiple of 16
+/// channels; the input read only by convs (the stem reads it planar); convs
+/// ungrouped with an added (not zero-padded) residual; and no op outside
+/// conv, max pool, ReLU, add, global average pool and the head.
+pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
+    if !super::gemm::avx512() {
+        return Err("blocked maps need AVX-512".into());
+    }
+    for &i in &g.order {
+        let n = g.node(i);
+        let ins = g.inputs(i);
+        let why = |what: &str| Err(format!("`{}` ({}): {what}", n.name, n.op.kind()));
+        if ins.contains(&g.input) && !matches!(n.op, Op::Conv2d { .. }) {
+            return why("reads the network's input, which only a conv can read planar");
+        }
+        if i != g.input && n.shape.rank() == 4 {
+            let spatial = n.shape.height() * n.shape.width() > 1;
+            if !n.shape.channels().is_multiple_of(blocked::BLOCK) {
+                return why("channels not a multiple of 16");
+            }
+            if i == last && spatial {
+                return why("the output is a map, not logits");
+            }
+        }
+        match n.op {
+            Op::Input | Op::MaxPool { .. } | Op::Relu | Op::Add | Op::GlobalAvgPool => {}
+            Op::Conv2d {
+                groups, residual, ..
+            } => {
+                if groups != 1 || matches!(residual, Residual::PadAdd { .. }) {
+                    return why("grouped, or an option A residual");
+                }
+                if !blocked_geom(g, i).is_some_and(|geom| blocked::eligible(&geom)) {
+                    return why("a stride the direct kernel has no variant for");
+                }
+            }
+            Op::Flatten | Op::Linear { .. } | Op::Softmax => {
+                let x = &g.node(ins[0]).shape;
+                if x.rank() == 4 && x.height() * x.width() > 1 {
+                    return why("reads a map, whose blocked layout differs");
+                }
+            }
+            _ => return why("runs on planar maps only"),
+        }
+        if i == last {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Conv `i`'s geometry on blocked maps (its input planar if it is the
+/// network's input).
+pub fn blocked_geom(g: &Graph, i: NodeIndex) -> Option<blocked::Geom> {
+    let n = g.node(i);
+    let Op::Conv2d {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        ..
+    } = n.op
+    else {
+        return None;
+    };
+    let input = *g.inputs(i).first()?;
+    let x = &g.node(input).shape;
+    Some(blocked::Geom {
+        c: in_channels,
+        h: x.height(),
+        w: x.width(),
+        o: out_channels,
+        kernel,
+        stride,
+        pad: padding,
+        oh: n.shape.height(),
+        ow: n.shape.width(),
+        input: if input == g.input {
+            blocked::Input::Planar
+        } else {
+            blocked::Input::Blocked
+        },
+    })
+}
+
 /// Preference order when nothing is forced.
 pub const PREFERENCE: &[ConvStrategy] = &[
     ConvStrategy::Direct1x1,
@@ -58,7 +153,8 @@ pub const PREFERENCE: &[ConvStrategy] = &[
 /// The strategy for a conv: the forced one if eligible, else the first eligible.
 pub fn choose(op: &Op, forced: Option<ConvStrategy>) -> ConvStrategy {
     if let Some(f) = forced {
-        if f.eligible(op) {
+        // `blocked` is a layout for the whole network, not a per-conv choice.
+        if f != ConvStrategy::Blocked && f.eligible(op) {
             return f;
         }
     }

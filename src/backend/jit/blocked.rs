@@ -1,0 +1,762 @@
+//! Direct convolution on channel-blocked maps (`[C/16][H][W][16]`, "NCHW16c"),
+//! the layout the JIT runs a network in when every map has a multiple of 16
+//! channels and the machine has AVX-512.
+//!
+//! No im2col and no packing at run time: a tile of up to 4 blocks of 16
+//! output channels (the vector operand, weights packed at compile time in
+//! the order the loop reads them) by up to 6 neighbouring output pixels of
+//! one row (broadcast straight from the input) accumulates all of K in 24
+//! registers, then bias, residual and ReLU are applied as it is stored.
+//! Padding costs nothing: each row and column class has its own list of
+//! the taps that fall inside the input, made once at compile time.
+
+use super::team::{Sendable, Team};
+
+/// Channels per block: one AVX-512 vector.
+pub const BLOCK: usize = 16;
+/// Output blocks per tile (64 channels).
+const OB: usize = 4;
+/// K steps per slice: a 4-block tile's slice of weights is 32 KB, in L1.
+const KC: usize = 64;
+
+/// How the input map is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// `[C/16][H][W][16]`.
+    Blocked,
+    /// `[C][H][W]`: the network's input, read by the stem.
+    Planar,
+}
+
+/// A conv's geometry (one image).
+#[derive(Clone, Copy, Debug)]
+pub struct Geom {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub input: Input,
+}
+
+impl Geom {
+    /// Floats between neighbouring output pixels' inputs: a compile-time
+    /// constant of the kernel, so only these are supported.
+    fn pixel_step(&self) -> usize {
+        match self.input {
+            Input::Blocked => self.stride * BLOCK,
+            Input::Planar => self.stride,
+        }
+    }
+}
+
+/// Whether [`Conv`] can run a conv of this geometry on this machine.
+pub fn eligible(g: &Geom) -> bool {
+    super::gemm::avx512()
+        && g.o.is_multiple_of(BLOCK)
+        && (g.input == Input::Planar || g.c.is_multiple_of(BLOCK))
+        && matches!(g.pixel_step(), 1 | 2 | 16 | 32)
+        && g.kernel > 0
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// One entry per tap that falls inside the input: where its value is,
+/// relative to the tile's first pixel, and which k-step of weights it takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tap {
+    x: i32,
+    k: u32,
+}
+
+/// A run of output pixels `ox0..ox0 + len` of one row sharing a column class.
+#[derive(Clone, Copy, Debug)]
+struct Tile {
+    ox0: usize,
+    len: usize,
+    class: usize,
+}
+
+/// A compiled direct conv: packed weights and tap lists.
+pub struct Conv {
+    g: Geom,
+    /// Per group of `OB` output blocks: `k` steps of `blocks * 16` weights.
+    weights: Vec<Vec<f32>>,
+    /// `k` = input channels x kernel x kernel.
+    k: usize,
+    /// Tap lists by (row class, column class).
+    taps: Vec<Vec<Tap>>,
+    /// Where each tap list's K slices start (and the last ends).
+    bounds: Vec<Vec<usize>>,
+    col_classes: usize,
+    /// Each output row's row class.
+    row_class: Vec<usize>,
+    /// Tiles of a row, for full groups (6 pixels) and for a last partial group.
+    tiles: [Vec<Tile>; 2],
+    /// Columns tiled down, not along rows, and their column classes.
+    border_cols: Vec<(usize, usize)>,
+    /// 1x1, stride 1, no padding: tiles may run on across rows.
+    flat: bool,
+    bias: Option<Vec<f32>>,
+    relu: bool,
+}
+
+impl Conv {
+    /// Pack `weight` (`o x c x kernel x kernel`, row-major) for `g`; the
+    /// epilogue adds `bias` (`o` values) and applies ReLU if `relu`.
+    pub fn new(g: Geom, weight: &[f32], bias: Option<Vec<f32>>, relu: bool) -> Conv {
+        let kk = g.kernel * g.kernel;
+        let k = g.c * kk;
+        // k-step order: (input block, ky, kx, channel in block), or (channel, ky, kx) for planar input.
+        let step = |s: usize| -> (usize, usize, usize) {
+            match g.input {
+                Input::Blocked => {
+                    let (cb, rest) = (s / (kk * BLOCK), s % (kk * BLOCK));
+                    let (tap, ci) = (rest / BLOCK, rest % BLOCK);
+                    (cb * BLOCK + ci, tap / g.kernel, tap % g.kernel)
+                }
+                Input::Planar => (s / kk, s % kk / g.kernel, s % g.kernel),
+            }
+        };
+        let blocks = g.o / BLOCK;
+        let weights = (0..blocks.div_ceil(OB))
+            .map(|grp| {
+                let nb = (blocks - grp * OB).min(OB);
+                let mut v = vec![0.0f32; k * nb * BLOCK];
+                for s in 0..k {
+                    let (c, ky, kx) = step(s);
+                    for o in 0..nb * BLOCK {
+                        let oc = grp * OB * BLOCK + o;
+                        v[s * nb * BLOCK + o] =
+                            weight[((oc * g.c + c) * g.kernel + ky) * g.kernel + kx];
+                    }
+                }
+                v
+            })
+            .collect();
+        // The taps inside the input for an output row / column: a range of ky / kx.
+        let inside = |o: usize, len: usize| -> (usize, usize) {
+            let first = (o * g.stride) as isize - g.pad as isize;
+            let lo = (-first).clamp(0, g.kernel as isize) as usize;
+            let hi = (len as isize - first).clamp(lo as isize, g.kernel as isize) as usize;
+            (lo, hi)
+        };
+        let mut row_ranges: Vec<(usize, usize)> = Vec::new();
+        let row_class = (0..g.oh)
+            .map(|oy| class_of(&mut row_ranges, inside(oy, g.h)))
+            .collect();
+        let mut col_ranges: Vec<(usize, usize)> = Vec::new();
+        let cols: Vec<usize> = (0..g.ow)
+            .map(|ox| class_of(&mut col_ranges, inside(ox, g.w)))
+            .collect();
+        let (row_stride, plane) = match g.input {
+            Input::Blocked => (g.w * BLOCK, g.h * g.w * BLOCK),
+            Input::Planar => (g.w, g.h * g.w),
+        };
+        let mut taps = Vec::new();
+        for &(ky0, ky1) in &row_ranges {
+            for &(kx0, kx1) in &col_ranges {
+                let list = (0..k)
+                    .filter_map(|s| {
+                        let (c, ky, kx) = step(s);
+                        if !(ky0..ky1).contains(&ky) || !(kx0..kx1).contains(&kx) {
+                            return None;
+                        }
+                        let x = match g.input {
+                            Input::Blocked => {
+                                (c / BLOCK) * plane + ky * row_stride + kx * BLOCK + c % BLOCK
+                            }
+                            Input::Planar => c * plane + ky * row_stride + kx,
+                        };
+                        Some(Tap {
+                            x: x as i32,
+                            k: s as u32,
+                        })
+                    })
+                    .collect();
+                taps.push(list);
+            }
+        }
+        let bounds = taps
+            .iter()
+            .map(|list: &Vec<Tap>| {
+                (0..=k.div_ceil(KC))
+                    .map(|sl| list.partition_point(|t| (t.k as usize) < sl * KC))
+                    .collect()
+            })
+            .collect();
+        let last = blocks - (blocks.div_ceil(OB) - 1) * OB;
+        // Columns in runs too short to tile along a row (the borders of a
+        // padded conv) are tiled down the columns instead: a one-pixel tile
+        // runs at a third of the FMA rate.
+        let short = |i: usize| {
+            let same = |j: &usize| cols[*j] == cols[i];
+            let left = (0..i).rev().take_while(same).count();
+            let right = (i + 1..cols.len()).take_while(same).count();
+            left + 1 + right < 3 && g.oh > 1
+        };
+        let border_cols = (0..g.ow)
+            .filter(|&i| short(i))
+            .map(|i| (i, cols[i]))
+            .collect();
+        let inner: Vec<Option<usize>> = (0..g.ow).map(|i| (!short(i)).then_some(cols[i])).collect();
+        let tiles = [
+            row_tiles(&inner, max_width(OB)),
+            row_tiles(&inner, max_width(last)),
+        ];
+        Conv {
+            g,
+            weights,
+            k,
+            taps,
+            bounds,
+            col_classes: col_ranges.len(),
+            row_class,
+            tiles,
+            border_cols,
+            bias,
+            relu,
+            flat: g.kernel == 1 && g.stride == 1 && g.pad == 0 && g.h == g.oh && g.w == g.ow,
+        }
+    }
+
+    /// Bytes of packed weights and tap lists.
+    pub fn bytes(&self) -> usize {
+        4 * self.weights.iter().map(Vec::len).sum::<usize>()
+            + 8 * self.taps.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// `out = relu?(conv(x) + bias + res)` for `n` images, on `team`.
+    ///
+    /// # Safety
+    /// `x` holds `n` input maps, `out` (and `res`, unless null) `n` output
+    /// maps of the geometry, in their layouts. `res` may be `out` itself.
+    pub unsafe fn run(&self, n: usize, x: *const f32, res: *const f32, out: *mut f32, team: &Team) {
+        let g = &self.g;
+        let bias = self.bias.as_ref().map_or(std::ptr::null(), |b| b.as_ptr());
+        let relu = self.relu;
+        let groups = self.weights.len();
+        let rows = n * groups * g.oh;
+        let parts = chunks(rows, team.size());
+        let io = Sendable((x, bias, res, out));
+        team.run(parts.len(), &|t| {
+            let (p0, p1) = parts[t];
+            let mut r = p0;
+            // Runs of rows of one image and group.
+            while r < p1 {
+                let (img, grp, oy) = (r / (groups * g.oh), r / g.oh % groups, r % g.oh);
+                let end = (oy + p1 - r).min(g.oh);
+                // SAFETY: these rows of group grp of image img are this task's alone.
+                unsafe { self.rows(img, grp, (oy, end), io.get(), relu) };
+                r += end - oy;
+            }
+        });
+    }
+
+    /// Output rows `oy0..oy1` of one group of output blocks. A deep K is
+    /// taken in slices whose weights stay in L1 across all the rows' tiles,
+    /// the partial sums kept in a per-thread buffer.
+    unsafe fn rows(
+        &self,
+        img: usize,
+        grp: usize,
+        (oy0, oy1): (usize, usize),
+        (x, bias, res, out): (*const f32, *const f32, *const f32, *mut f32),
+        relu: bool,
+    ) {
+        let g = &self.g;
+        let (in_image, out_plane) = (g.c * g.h * g.w, g.oh * g.ow * BLOCK);
+        let out_image = g.o * g.oh * g.ow;
+        let w = &self.weights[grp];
+        let blocks = w.len() / (self.k * BLOCK);
+        let row_stride = match g.input {
+            Input::Blocked => g.w * BLOCK,
+            Input::Planar => g.w,
+        };
+        let tiles = if blocks == OB {
+            &self.tiles[0]
+        } else {
+            &self.tiles[1]
+        };
+        let slices = self.k.div_ceil(KC);
+        let acc_plane = (oy1 - oy0) * g.ow * BLOCK;
+        let next_slice = |slice: usize| -> *const f32 {
+            if slice + 1 < slices {
+                w.as_ptr().wrapping_add((slice + 1) * KC * blocks * BLOCK)
+            } else {
+                self.weights
+                    .get(grp + 1)
+                    .map_or(std::ptr::null(), |v| v.as_ptr())
+            }
+        };
+        let bias = if bias.is_null() {
+            bias
+        } else {
+            bias.wrapping_add(grp * OB * BLOCK)
+        };
+        let out0 = img * out_image + grp * OB * out_plane;
+        ACC.with(|acc| {
+            let mut acc = acc.borrow_mut();
+            if slices > 1 && acc.len() < blocks * acc_plane {
+                acc.resize(blocks * acc_plane, 0.0);
+            }
+            let partials = acc.as_mut_ptr();
+            // `len` pixels from (oy, ox) along a row, or down a column.
+            let tile = |slice: usize,
+                        (oy, ox): (usize, usize),
+                        len: usize,
+                        class: usize,
+                        down: bool,
+                        fetch: bool| {
+                let iy = (oy * g.stride) as isize - g.pad as isize;
+                let ix = (ox * g.stride) as isize - g.pad as isize;
+                let px = match g.input {
+                    Input::Blocked => ix * BLOCK as isize,
+                    Input::Planar => ix,
+                };
+                let start = (img * in_image) as isize + iy * row_stride as isize + px;
+                let list = self.row_class[oy] * self.col_classes + class;
+                let b = &self.bounds[list];
+                let o = out0 + (oy * g.ow + ox) * BLOCK;
+                let args = TileArgs {
+                    taps: &self.taps[list][b[slice]..b[slice + 1]],
+                    x: x.wrapping_offset(start),
+                    x_step: if down {
+                        g.stride * row_stride
+                    } else {
+                        g.pixel_step()
+                    },
+                    w: w.as_ptr(),
+                    bias,
+                    res: if res.is_null() {
+                        res
+                    } else {
+                        res.wrapping_add(o)
+                    },
+                    out: out.wrapping_add(o),
+                    out_plane,
+                    out_step: if down { g.ow * BLOCK } else { BLOCK },
+                    relu,
+                    partial: if slices > 1 {
+                        partials.wrapping_add(((oy - oy0) * g.ow + ox) * BLOCK)
+                    } else {
+                        std::ptr::null_mut()
+                    },
+                    partial_plane: acc_plane,
+                    first: slice == 0,
+                    last: slice + 1 == slices,
+                    // The first row fetches the next slice's weights (the
+                    // next group's first) while it computes.
+                    prefetch: if fetch {
+                        next_slice(slice)
+                    } else {
+                        std::ptr::null()
+                    },
+                };
+                let step = if down { 0 } else { g.pixel_step() };
+                // SAFETY: the taps address x only inside the input map.
+                unsafe { dispatch(&args, blocks, len, step) };
+            };
+            let width = max_width(blocks);
+            for slice in 0..slices {
+                if self.flat {
+                    // A 1x1 stride-1 conv's pixels are evenly spaced across
+                    // rows too: tile them all as one row (N = 49: 6 x 5 + 4 x 4,
+                    // not 7 x (3 + 4)).
+                    let (p0, p1) = (oy0 * g.ow, oy1 * g.ow);
+                    let pieces = (p1 - p0).div_ceil(width);
+                    for i in 0..pieces {
+                        let a = p0 + (p1 - p0) * i / pieces;
+                        let b = p0 + (p1 - p0) * (i + 1) / pieces;
+                        tile(slice, (a / g.ow, a % g.ow), b - a, 0, false, i == 0);
+                    }
+                    continue;
+                }
+                for oy in oy0..oy1 {
+                    for t in tiles {
+                        tile(slice, (oy, t.ox0), t.len, t.class, false, oy == oy0);
+                    }
+                }
+                // Border columns, a run of rows of one class at a time.
+                for &(ox, class) in &self.border_cols {
+                    let mut oy = oy0;
+                    while oy < oy1 {
+                        let run = self.row_class[oy..oy1]
+                            .iter()
+                            .take_while(|&&c| c == self.row_class[oy])
+                            .count();
+                        let pieces = run.div_ceil(width);
+                        for p in 0..pieces {
+                            let (a, b) = (run * p / pieces, run * (p + 1) / pieces);
+                            tile(slice, (oy + a, ox), b - a, class, true, false);
+                        }
+                        oy += run;
+                    }
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// Partial sums of a deep conv's rows, per thread.
+    static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The index of `range` in `classes`, added if new.
+fn class_of(classes: &mut Vec<(usize, usize)>, range: (usize, usize)) -> usize {
+    classes.iter().position(|&r| r == range).unwrap_or_else(|| {
+        classes.push(range);
+        classes.len() - 1
+    })
+}
+
+/// Pixels per tile for `blocks` output blocks: 24 accumulators at most.
+fn max_width(blocks: usize) -> usize {
+    match blocks {
+        4 => 6,
+        3 => 8,
+        _ => 12,
+    }
+}
+
+/// A row's pixels (but those marked `None`) as tiles of at most `width`,
+/// each within one column class, as even in width as the classes allow
+/// (55 pixels: 6 x 7 + 7 x 2, not 9 x 6 + 1).
+fn row_tiles(cols: &[Option<usize>], width: usize) -> Vec<Tile> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < cols.len() {
+        let run = cols[i..].iter().take_while(|&&c| c == cols[i]).count();
+        if let Some(class) = cols[i] {
+            let pieces = run.div_ceil(width);
+            for p in 0..pieces {
+                let (a, b) = (run * p / pieces, run * (p + 1) / pieces);
+                out.push(Tile {
+                    ox0: i + a,
+                    len: b - a,
+                    class,
+                });
+            }
+        }
+        i += run;
+    }
+    out
+}
+
+/// `items` in guided chunks for `threads`, two items at least.
+fn chunks(items: usize, threads: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < items {
+        let left = items - start;
+        let c = left.div_ceil(2 * threads).max(2).min(left);
+        out.push((start, start + c));
+        start += c;
+    }
+    out
+}
+
+struct TileArgs<'a> {
+    taps: &'a [Tap],
+    x: *const f32,
+    /// Floats between the tile's pixels' inputs, when the kernel's `S` is 0.
+    x_step: usize,
+    w: *const f32,
+    bias: *const f32,
+    res: *const f32,
+    out: *mut f32,
+    out_plane: usize,
+    /// Floats between the tile's pixels in the output and the partial sums.
+    out_step: usize,
+    relu: bool,
+    /// Partial sums for a deep K (null: K in one slice): read unless
+    /// `first`, written unless `last`, when the epilogue stores the output.
+    partial: *mut f32,
+    partial_plane: usize,
+    first: bool,
+    last: bool,
+    /// Weights to fetch into cache meanwhile, a k-step's per tap (or null).
+    prefetch: *const f32,
+}
+
+/// The kernel for `blocks` x `width` with input pixels `step` floats apart.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn dispatch(_: &TileArgs, _: usize, _: usize, _: usize) {
+    unreachable!("blocked convs need AVX-512")
+}
+
+/// The kernel for `blocks` x `width` with input pixels `step` floats apart
+/// (0: the tile's own `x_step`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn dispatch(t: &TileArgs, blocks: usize, width: usize, step: usize) {
+    macro_rules! widths {
+        ($b:literal, $s:literal, $($w:literal)*) => {
+            match width {
+                $($w => unsafe { x86::tile::<$b, $w, $s>(t) },)*
+                _ => unreachable!("tile widths are planned within the register budget"),
+            }
+        };
+    }
+    macro_rules! steps {
+        ($b:literal, $($w:literal)*) => {
+            match step {
+                0 => widths!($b, 0, $($w)*),
+                1 => widths!($b, 1, $($w)*),
+                2 => widths!($b, 2, $($w)*),
+                16 => widths!($b, 16, $($w)*),
+                _ => widths!($b, 32, $($w)*),
+            }
+        };
+    }
+    match blocks {
+        4 => steps!(4, 1 2 3 4 5 6),
+        3 => steps!(3, 1 2 3 4 5 6 7 8),
+        2 => steps!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
+        _ => steps!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Tap, TileArgs, BLOCK};
+
+    /// `B` output blocks x `W` pixels (input pixels `S` floats apart): all
+    /// taps accumulated in registers, then the epilogue as it is stored.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::needless_range_loop)] // acc[b][j]: the tile's two axes
+    pub unsafe fn tile<const B: usize, const W: usize, const S: usize>(t: &TileArgs) {
+        // S = 0: the step is the tile's (a column of pixels).
+        let step = if S == 0 { t.x_step } else { S };
+        let os = t.out_step;
+        let mut acc = [[_mm512_setzero_ps(); W]; B];
+        if !t.first {
+            for (b, row) in acc.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = unsafe { _mm512_loadu_ps(t.partial.add(b * t.partial_plane + j * os)) };
+                }
+            }
+        }
+        // Fewer than 8 accumulators cannot hide the FMA latency: a
+        // second set takes every other tap, and they are summed at the end.
+        let mut odd = [[_mm512_setzero_ps(); W]; B];
+        let step = |acc: &mut [[__m512; W]; B], i: usize, tap: &Tap| {
+            let x = t.x.wrapping_offset(tap.x as isize);
+            let w = unsafe { t.w.add(tap.k as usize * B * BLOCK) };
+            if !t.prefetch.is_null() {
+                for b in 0..B {
+                    let p = t.prefetch.wrapping_add((i * B + b) * BLOCK);
+                    _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+                }
+            }
+            let mut wv = [_mm512_setzero_ps(); B];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = unsafe { _mm512_loadu_ps(w.add(b * BLOCK)) };
+            }
+            for j in 0..W {
+                let xv = _mm512_set1_ps(unsafe { *x.add(j * step) });
+                for b in 0..B {
+                    acc[b][j] = _mm512_fmadd_ps(wv[b], xv, acc[b][j]);
+                }
+            }
+        };
+        if B * W < 8 {
+            let pairs = t.taps.chunks_exact(2);
+            let rest = pairs.remainder();
+            for (i, pair) in pairs.enumerate() {
+                step(&mut acc, 2 * i, &pair[0]);
+                step(&mut odd, 2 * i + 1, &pair[1]);
+            }
+            if let Some(tap) = rest.first() {
+                step(&mut acc, t.taps.len() - 1, tap);
+            }
+            for (a, o) in acc.iter_mut().zip(&odd) {
+                for (x, y) in a.iter_mut().zip(o) {
+                    *x = _mm512_add_ps(*x, *y);
+                }
+            }
+        } else {
+            for (i, tap) in t.taps.iter().enumerate() {
+                step(&mut acc, i, tap);
+            }
+        }
+        if !t.last {
+            for (b, row) in acc.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    unsafe { _mm512_storeu_ps(t.partial.add(b * t.partial_plane + j * os), v) };
+                }
+            }
+            return;
+        }
+        let zero = _mm512_setzero_ps();
+        for (b, row) in acc.iter().enumerate() {
+            let bias = if t.bias.is_null() {
+                zero
+            } else {
+                unsafe { _mm512_loadu_ps(t.bias.add(b * BLOCK)) }
+            };
+            for (j, &v) in row.iter().enumerate() {
+                let at = b * t.out_plane + j * os;
+                let mut v = _mm512_add_ps(v, bias);
+                if !t.res.is_null() {
+                    v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(t.res.add(at)) });
+                }
+                if t.relu {
+                    v = _mm512_max_ps(v, zero);
+                }
+                unsafe { _mm512_storeu_ps(t.out.add(at), v) };
+            }
+        }
+    }
+}
+
+/// `[C][H][W]` maps (image after image) to `[C/16][H][W][16]`.
+pub fn to_blocked(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for (i, image) in x.chunks_exact(c * hw).enumerate() {
+        for (ch, plane) in image.chunks_exact(hw).enumerate() {
+            for (p, &v) in plane.iter().enumerate() {
+                out[i * c * hw + ((ch / BLOCK) * hw + p) * BLOCK + ch % BLOCK] = v;
+            }
+        }
+    }
+    out
+}
+
+/// `[C/16][H][W][16]` maps back to `[C][H][W]`.
+pub fn from_blocked(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for (i, image) in x.chunks_exact(c * hw).enumerate() {
+        for (ch, plane) in out[i * c * hw..(i + 1) * c * hw]
+            .chunks_exact_mut(hw)
+            .enumerate()
+        {
+            for (p, v) in plane.iter_mut().enumerate() {
+                *v = image[((ch / BLOCK) * hw + p) * BLOCK + ch % BLOCK];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The conv by its definition, planar in and out.
+    #[allow(clippy::too_many_arguments)]
+    fn naive(
+        g: &Geom,
+        n: usize,
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        res: &[f32],
+        relu: bool,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0f32; n * g.o * g.oh * g.ow];
+        for b in 0..n {
+            for o in 0..g.o {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut s = 0.0f64;
+                        for c in 0..g.c {
+                            for ky in 0..g.kernel {
+                                for kx in 0..g.kernel {
+                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((b * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wv = w[((o * g.c + c) * g.kernel + ky) * g.kernel + kx];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        let i = ((b * g.o + o) * g.oh + oy) * g.ow + ox;
+                        let mut v = s as f32 + bias[o] + res[i];
+                        if relu {
+                            v = v.max(0.0);
+                        }
+                        out[i] = v;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        c: usize,
+        hw: usize,
+        o: usize,
+        kernel: usize,
+        stride: usize,
+        pad: usize,
+        input: Input,
+        n: usize,
+    ) {
+        let (h, w) = (hw, hw + 3);
+        let (oh, ow) = (
+            (h + 2 * pad - kernel) / stride + 1,
+            (w + 2 * pad - kernel) / stride + 1,
+        );
+        let g = Geom {
+            c,
+            h,
+            w,
+            o,
+            kernel,
+            stride,
+            pad,
+            oh,
+            ow,
+            input,
+        };
+        assert!(eligible(&g), "{g:?}");
+        let val = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 101)).collect();
+        let wt: Vec<f32> = (0..o * c * kernel * kernel).map(|i| val(i, 97)).collect();
+        let bias: Vec<f32> = (0..o).map(|i| val(i, 13)).collect();
+        let res: Vec<f32> = (0..n * o * oh * ow).map(|i| val(i, 89)).collect();
+        let want = naive(&g, n, &x, &wt, &bias, &res, true);
+        let conv = Conv::new(g, &wt, Some(bias.clone()), true);
+        let xb = match input {
+            Input::Blocked => to_blocked(&x, c, h * w),
+            Input::Planar => x.clone(),
+        };
+        let mut out = to_blocked(&res, o, oh * ow);
+        let team = Team::new(2).expect("threads");
+        // The residual read in place, as a network run does.
+        unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), &team) };
+        let got = from_blocked(&out, o, oh * ow);
+        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!((a - b).abs() <= 1e-4 * scale, "{g:?} at {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_definition() {
+        if !super::super::gemm::avx512() {
+            return;
+        }
+        check(3, 23, 64, 7, 2, 3, Input::Planar, 2);
+        check(3, 9, 16, 3, 1, 1, Input::Planar, 1);
+        check(32, 9, 80, 3, 1, 1, Input::Blocked, 2);
+        check(16, 10, 48, 3, 2, 1, Input::Blocked, 1);
+        check(48, 7, 32, 1, 1, 0, Input::Blocked, 3);
+        check(32, 8, 112, 1, 2, 0, Input::Blocked, 1);
+        check(16, 5, 16, 5, 1, 2, Input::Blocked, 1);
+    }
+}
