@@ -123,7 +123,7 @@ fn main() {
             };
             let direct = blocked::eligible(&geom).then(|| {
                 let convs: Vec<blocked::Conv> = (0..copies.max(1))
-                    .map(|_| blocked::Conv::new(geom, &w, None, true))
+                    .map(|_| blocked::Conv::new(geom, &w, None, true, None))
                     .collect();
                 let mut best = f64::INFINITY;
                 for _ in 0..5 {

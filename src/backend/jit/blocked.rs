@@ -82,8 +82,11 @@ struct Tile {
 /// A compiled direct conv: packed weights and tap lists.
 pub struct Conv {
     g: Geom,
-    /// Per group of `OB` output blocks: `k` steps of `blocks * 16` weights.
-    weights: Vec<Vec<f32>>,
+    /// Per group of `OB` output blocks: `k` steps of `blocks * 16` weights,
+    /// in the network's [`Store`] or in `_own`.
+    groups: Vec<(*const f32, usize)>,
+    /// Holds the groups not in a store.
+    _own: Vec<Vec<f32>>,
     /// `k` = input channels x kernel x kernel.
     k: usize,
     /// Tap lists by (row class, column class).
@@ -106,9 +109,16 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// Pack `weight` (`o x c x kernel x kernel`, row-major) for `g`; the
-    /// epilogue adds `bias` (`o` values) and applies ReLU if `relu`.
-    pub fn new(g: Geom, weight: &[f32], bias: Option<Vec<f32>>, relu: bool) -> Conv {
+    /// Pack `weight` (`o x c x kernel x kernel`, row-major) for `g`, into
+    /// `store` while it has room; the epilogue adds `bias` (`o` values) and
+    /// applies ReLU if `relu`.
+    pub fn new(
+        g: Geom,
+        weight: &[f32],
+        bias: Option<Vec<f32>>,
+        relu: bool,
+        mut store: Option<&mut Store>,
+    ) -> Conv {
         let kk = g.kernel * g.kernel;
         let k = g.c * kk;
         // k-step order: (input block, ky, kx, channel in block), or (channel, ky, kx) for planar input.
@@ -123,10 +133,18 @@ impl Conv {
             }
         };
         let blocks = g.o / BLOCK;
-        let weights = (0..blocks.div_ceil(OB))
+        let mut own = Vec::new();
+        let groups = (0..blocks.div_ceil(OB))
             .map(|grp| {
                 let nb = (blocks - grp * OB).min(OB);
-                let mut v = vec![0.0f32; k * nb * BLOCK];
+                let len = k * nb * BLOCK;
+                let v: &mut [f32] = match store.as_deref_mut().and_then(|st| st.take(len)) {
+                    Some(v) => v,
+                    None => {
+                        own.push(vec![0.0f32; len]);
+                        own.last_mut().map_or(&mut [], |v| v.as_mut_slice())
+                    }
+                };
                 for s in 0..k {
                     let (c, ky, kx) = step(s);
                     for o in 0..nb * BLOCK {
@@ -135,7 +153,7 @@ impl Conv {
                             weight[((oc * g.c + c) * g.kernel + ky) * g.kernel + kx];
                     }
                 }
-                v
+                (v.as_ptr(), len)
             })
             .collect();
         // The taps inside the input for an output row / column: a range of ky / kx.
@@ -211,7 +229,8 @@ impl Conv {
         ];
         Conv {
             g,
-            weights,
+            groups,
+            _own: own,
             k,
             taps,
             bounds,
@@ -226,9 +245,17 @@ impl Conv {
         }
     }
 
+    /// Group `grp`'s packed weights.
+    fn group(&self, grp: usize) -> &[f32] {
+        let (ptr, len) = self.groups[grp];
+        // SAFETY: `groups` points into `_own` or into the store that outlives
+        // the conv, and the weights are never written after packing.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+
     /// Bytes of packed weights and tap lists.
     pub fn bytes(&self) -> usize {
-        4 * self.weights.iter().map(Vec::len).sum::<usize>()
+        4 * self.groups.iter().map(|g| g.1).sum::<usize>()
             + 8 * self.taps.iter().map(Vec::len).sum::<usize>()
     }
 
@@ -241,7 +268,7 @@ impl Conv {
         let g = &self.g;
         let bias = self.bias.as_ref().map_or(std::ptr::null(), |b| b.as_ptr());
         let relu = self.relu;
-        let groups = self.weights.len();
+        let groups = self.groups.len();
         // Tasks never share a group unless there are too few groups to go
         // round: a group's weights (up to 1.2 MB) would come from memory
         // once per task. ResNet-50's layer4 has 8 to 32 groups of 7 rows.
@@ -289,7 +316,7 @@ impl Conv {
         let g = &self.g;
         let (in_image, out_plane) = (g.c * g.h * g.w, g.oh * g.ow * BLOCK);
         let out_image = g.o * g.oh * g.ow;
-        let w = &self.weights[grp];
+        let w = self.group(grp);
         let blocks = w.len() / (self.k * BLOCK);
         let row_stride = match g.input {
             Input::Blocked => g.w * BLOCK,
@@ -307,9 +334,7 @@ impl Conv {
             if slice + 1 < slices {
                 w.as_ptr().wrapping_add((slice + 1) * kc * blocks * BLOCK)
             } else {
-                self.weights
-                    .get(grp + 1)
-                    .map_or(std::ptr::null(), |v| v.as_ptr())
+                self.groups.get(grp + 1).map_or(std::ptr::null(), |g| g.0)
             }
         };
         let bias = if bias.is_null() {
@@ -425,6 +450,90 @@ thread_local! {
     /// Partial sums of a deep conv's rows, per thread.
     static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+// SAFETY: the raw pointers address weights that are only read.
+unsafe impl Send for Conv {}
+unsafe impl Sync for Conv {}
+
+/// One allocation for the weights of a network's convs, on 2 MB pages
+/// where the OS allows (`madvise`): ResNet-50 streams 100 MB of weights a
+/// run, otherwise a 4 KB page (and a page walk) every 1,024 of them. It must
+/// outlive the convs packed into it.
+pub struct Store {
+    ptr: *mut f32,
+    layout: std::alloc::Layout,
+    used: usize,
+    floats: usize,
+}
+
+// SAFETY: written only while convs are packed, before any reads it.
+unsafe impl Send for Store {}
+unsafe impl Sync for Store {}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr as *mut u8, self.layout) }
+    }
+}
+
+const HUGE_PAGE: usize = 2 << 20;
+
+impl Store {
+    /// Room for the weights of convs of these geometries; `None` if it
+    /// cannot be allocated (the convs then keep their own).
+    pub fn new(geoms: &[Geom]) -> Option<Store> {
+        let floats: usize = geoms
+            .iter()
+            .map(|g| stored(g.c * g.kernel * g.kernel * g.o))
+            .sum();
+        let bytes = (4 * floats).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
+        let layout = std::alloc::Layout::from_size_align(bytes, HUGE_PAGE).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) } as *mut f32;
+        if ptr.is_null() {
+            return None;
+        }
+        huge_pages(ptr as *mut u8, bytes);
+        Some(Store {
+            ptr,
+            layout,
+            used: 0,
+            floats,
+        })
+    }
+
+    /// The next `len` floats, 64-byte aligned.
+    fn take(&mut self, len: usize) -> Option<&'static mut [f32]> {
+        if self.used + stored(len) > self.floats {
+            return None;
+        }
+        // SAFETY: within the allocation, and handed out once; 'static
+        // stands for "as long as the store", which outlives its convs.
+        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.used), len) };
+        self.used += stored(len);
+        Some(v)
+    }
+}
+
+/// Floats a group of `len` weights takes in a store: whole 64-byte lines.
+fn stored(len: usize) -> usize {
+    len.div_ceil(BLOCK) * BLOCK
+}
+
+#[cfg(target_os = "linux")]
+fn huge_pages(ptr: *mut u8, bytes: usize) {
+    unsafe extern "C" {
+        fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+    }
+    const MADV_HUGEPAGE: i32 = 14;
+    // SAFETY: the range is one allocation of ours. Only advice: a refusal
+    // (no THP here) leaves ordinary pages.
+    unsafe { madvise(ptr as *mut std::ffi::c_void, bytes, MADV_HUGEPAGE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn huge_pages(_: *mut u8, _: usize) {}
 
 /// K steps per slice for `g`: 96 (24 KB of a 4-block tile's weights, half
 /// of L1, the input streaming past), or a whole 16-channel input block of a
@@ -749,7 +858,7 @@ mod tests {
         let bias: Vec<f32> = (0..o).map(|i| val(i, 13)).collect();
         let res: Vec<f32> = (0..n * o * oh * ow).map(|i| val(i, 89)).collect();
         let want = naive(&g, n, &x, &wt, &bias, &res, true);
-        let conv = Conv::new(g, &wt, Some(bias.clone()), true);
+        let conv = Conv::new(g, &wt, Some(bias.clone()), true, None);
         let xb = match input {
             Input::Blocked => to_blocked(&x, c, h * w),
             Input::Planar => x.clone(),

@@ -59,6 +59,8 @@ pub struct Compiled {
     _shared: Box<Shared>,
     _convs: Vec<Box<ConvDesc>>,
     _blocked_convs: Vec<Box<runtime::BlockedConvDesc>>,
+    /// Where the blocked convs' weights are (declared after them: dropped after).
+    _store: Option<blocked::Store>,
     _linears: Vec<Box<LinearDesc>>,
     _pools: Vec<Box<PoolDesc>>,
     _pads: Vec<Box<PadDesc>>,
@@ -151,6 +153,16 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
     let blocked = matches!(opts.conv_strategy, None | Some(ConvStrategy::Blocked))
         && strategy::blocked_layout(g, last).is_ok();
     let mut blocked_convs = Vec::new();
+    let mut store = if blocked {
+        let geoms: Vec<blocked::Geom> = g
+            .order
+            .iter()
+            .filter_map(|&i| strategy::blocked_geom(g, i))
+            .collect();
+        blocked::Store::new(&geoms)
+    } else {
+        None
+    };
     let mut steps = Vec::new();
     let mut convs = Vec::new();
     let mut linears = Vec::new();
@@ -204,7 +216,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
                     let d = Box::new(runtime::BlockedConvDesc {
                         shared: sp,
                         n: x.batch(),
-                        conv: blocked::Conv::new(geom, &wt, b, relu),
+                        conv: blocked::Conv::new(geom, &wt, b, relu, store.as_mut()),
                     });
                     strategies.push((n.name.clone(), ConvStrategy::Blocked.name()));
                     let ptr = &*d as *const runtime::BlockedConvDesc as u64;
@@ -525,6 +537,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
         _shared: shared,
         _convs: convs,
         _blocked_convs: blocked_convs,
+        _store: store,
         _linears: linears,
         _pools: pools,
         _pads: pads,
