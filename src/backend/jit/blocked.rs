@@ -355,7 +355,7 @@ impl Conv {
                         len: usize,
                         class: usize,
                         down: bool,
-                        fetch: bool| {
+                        fetch: (usize, usize)| {
                 let iy = (oy * g.stride) as isize - g.pad as isize;
                 let ix = (ox * g.stride) as isize - g.pad as isize;
                 let px = match g.input {
@@ -393,12 +393,11 @@ impl Conv {
                     partial_plane: acc_plane,
                     first: slice == 0,
                     last: slice + 1 == slices,
-                    // The first row fetches the next slice's weights (the
-                    // next group's first) while it computes.
-                    prefetch: if fetch {
-                        next_slice(slice)
+                    prefetch: next_slice(slice).wrapping_add(fetch.0 * BLOCK),
+                    prefetch_lines: if next_slice(slice).is_null() {
+                        0
                     } else {
-                        std::ptr::null()
+                        fetch.1
                     },
                 };
                 let step = if down { 0 } else { g.pixel_step() };
@@ -406,6 +405,20 @@ impl Conv {
                 unsafe { dispatch(&args, blocks, len, step) };
             };
             let width = max_width(blocks);
+            // The row tiles of a slice share out the fetching of the next
+            // slice's weights (the next group's first), a line or a few each
+            // k-step: a burst of 384 prefetches in one tile stalled it.
+            let row_tiles = if self.flat {
+                ((oy1 - oy0) * g.ow).div_ceil(width)
+            } else {
+                (oy1 - oy0) * tiles.len()
+            };
+            let lines = kc * blocks;
+            let share = lines.div_ceil(row_tiles.max(1));
+            let fetch = |j: usize| {
+                let lo = (j * share).min(lines);
+                (lo, ((j + 1) * share).min(lines) - lo)
+            };
             for slice in 0..slices {
                 if self.flat {
                     // A 1x1 stride-1 conv's pixels are evenly spaced across
@@ -416,13 +429,14 @@ impl Conv {
                     for i in 0..pieces {
                         let a = p0 + (p1 - p0) * i / pieces;
                         let b = p0 + (p1 - p0) * (i + 1) / pieces;
-                        tile(slice, (a / g.ow, a % g.ow), b - a, 0, false, i == 0);
+                        tile(slice, (a / g.ow, a % g.ow), b - a, 0, false, fetch(i));
                     }
                     continue;
                 }
                 for oy in oy0..oy1 {
-                    for t in tiles {
-                        tile(slice, (oy, t.ox0), t.len, t.class, false, oy == oy0);
+                    for (j, t) in tiles.iter().enumerate() {
+                        let n = (oy - oy0) * tiles.len() + j;
+                        tile(slice, (oy, t.ox0), t.len, t.class, false, fetch(n));
                     }
                 }
                 // Border columns, a run of rows of one class at a time.
@@ -436,7 +450,7 @@ impl Conv {
                         let pieces = run.div_ceil(width);
                         for p in 0..pieces {
                             let (a, b) = (run * p / pieces, run * (p + 1) / pieces);
-                            tile(slice, (oy + a, ox), b - a, class, true, false);
+                            tile(slice, (oy + a, ox), b - a, class, true, (0, 0));
                         }
                         oy += run;
                     }
@@ -608,8 +622,9 @@ struct TileArgs<'a> {
     partial_plane: usize,
     first: bool,
     last: bool,
-    /// Weights to fetch into cache meanwhile, a k-step's per tap (or null).
+    /// Lines of weights to fetch into cache meanwhile, spread over the taps.
     prefetch: *const f32,
+    prefetch_lines: usize,
 }
 
 /// The kernel for `blocks` x `width` with input pixels `step` floats apart.
@@ -674,14 +689,12 @@ mod x86 {
         // Fewer than 8 accumulators cannot hide the FMA latency: a
         // second set takes every other tap, and they are summed at the end.
         let mut odd = [[_mm512_setzero_ps(); W]; B];
+        let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
         let step = |acc: &mut [[__m512; W]; B], i: usize, tap: &Tap| {
             let x = t.x.wrapping_offset(tap.x as isize);
             let w = unsafe { t.w.add(tap.k as usize * B * BLOCK) };
-            if !t.prefetch.is_null() {
-                for b in 0..B {
-                    let p = t.prefetch.wrapping_add((i * B + b) * BLOCK);
-                    _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-                }
+            for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
+                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * BLOCK) as *const i8);
             }
             let mut wv = [_mm512_setzero_ps(); B];
             for (b, v) in wv.iter_mut().enumerate() {
