@@ -349,13 +349,9 @@ impl Conv {
                 acc.resize(blocks * acc_plane, 0.0);
             }
             let partials = acc.as_mut_ptr();
+            // The task's tiles, planned once for all its K slices:
             // `len` pixels from (oy, ox) along a row, or down a column.
-            let tile = |slice: usize,
-                        (oy, ox): (usize, usize),
-                        len: usize,
-                        class: usize,
-                        down: bool,
-                        fetch: (usize, usize)| {
+            let plan = |(oy, ox): (usize, usize), len: usize, class: usize, down: bool| {
                 let iy = (oy * g.stride) as isize - g.pad as isize;
                 let ix = (ox * g.stride) as isize - g.pad as isize;
                 let px = match g.input {
@@ -363,11 +359,9 @@ impl Conv {
                     Input::Planar => ix,
                 };
                 let start = (img * in_image) as isize + iy * row_stride as isize + px;
-                let list = self.row_class[oy] * self.col_classes + class;
-                let b = &self.bounds[list];
                 let o = out0 + (oy * g.ow + ox) * BLOCK;
                 let args = TileArgs {
-                    taps: &self.taps[list][b[slice]..b[slice + 1]],
+                    taps: &[],
                     x: x.wrapping_offset(start),
                     x_step: if down {
                         g.stride * row_stride
@@ -391,69 +385,73 @@ impl Conv {
                         std::ptr::null_mut()
                     },
                     partial_plane: acc_plane,
-                    first: slice == 0,
-                    last: slice + 1 == slices,
-                    prefetch: next_slice(slice).wrapping_add(fetch.0 * BLOCK),
-                    prefetch_lines: if next_slice(slice).is_null() {
-                        0
-                    } else {
-                        fetch.1
-                    },
+                    first: true,
+                    last: true,
+                    prefetch: std::ptr::null(),
+                    prefetch_lines: 0,
                 };
+                let list = self.row_class[oy] * self.col_classes + class;
                 let step = if down { 0 } else { g.pixel_step() };
-                // SAFETY: the taps address x only inside the input map.
-                unsafe { dispatch(&args, blocks, len, step) };
+                (args, list, kernel(blocks, len, step))
             };
             let width = max_width(blocks);
+            let mut planned = Vec::new();
+            if self.flat {
+                // A 1x1 stride-1 conv's pixels are evenly spaced across rows
+                // too: tile them all as one row (N = 49: 6 x 5 + 4 x 4, not
+                // 7 x (3 + 4)).
+                let (p0, p1) = (oy0 * g.ow, oy1 * g.ow);
+                let pieces = (p1 - p0).div_ceil(width);
+                for i in 0..pieces {
+                    let a = p0 + (p1 - p0) * i / pieces;
+                    let b = p0 + (p1 - p0) * (i + 1) / pieces;
+                    planned.push(plan((a / g.ow, a % g.ow), b - a, 0, false));
+                }
+            } else {
+                for oy in oy0..oy1 {
+                    for t in tiles {
+                        planned.push(plan((oy, t.ox0), t.len, t.class, false));
+                    }
+                }
+            }
+            let row_tiles = planned.len();
+            // Border columns, a run of rows of one class at a time.
+            for &(ox, class) in &self.border_cols {
+                let mut oy = oy0;
+                while oy < oy1 {
+                    let run = self.row_class[oy..oy1]
+                        .iter()
+                        .take_while(|&&c| c == self.row_class[oy])
+                        .count();
+                    let pieces = run.div_ceil(width);
+                    for p in 0..pieces {
+                        let (a, b) = (run * p / pieces, run * (p + 1) / pieces);
+                        planned.push(plan((oy + a, ox), b - a, class, true));
+                    }
+                    oy += run;
+                }
+            }
             // The row tiles of a slice share out the fetching of the next
             // slice's weights (the next group's first), a line or a few each
             // k-step: a burst of 384 prefetches in one tile stalled it.
-            let row_tiles = if self.flat {
-                ((oy1 - oy0) * g.ow).div_ceil(width)
-            } else {
-                (oy1 - oy0) * tiles.len()
-            };
             let lines = kc * blocks;
             let share = lines.div_ceil(row_tiles.max(1));
-            let fetch = |j: usize| {
-                let lo = (j * share).min(lines);
-                (lo, ((j + 1) * share).min(lines) - lo)
-            };
             for slice in 0..slices {
-                if self.flat {
-                    // A 1x1 stride-1 conv's pixels are evenly spaced across
-                    // rows too: tile them all as one row (N = 49: 6 x 5 + 4 x 4,
-                    // not 7 x (3 + 4)).
-                    let (p0, p1) = (oy0 * g.ow, oy1 * g.ow);
-                    let pieces = (p1 - p0).div_ceil(width);
-                    for i in 0..pieces {
-                        let a = p0 + (p1 - p0) * i / pieces;
-                        let b = p0 + (p1 - p0) * (i + 1) / pieces;
-                        tile(slice, (a / g.ow, a % g.ow), b - a, 0, false, fetch(i));
-                    }
-                    continue;
-                }
-                for oy in oy0..oy1 {
-                    for (j, t) in tiles.iter().enumerate() {
-                        let n = (oy - oy0) * tiles.len() + j;
-                        tile(slice, (oy, t.ox0), t.len, t.class, false, fetch(n));
-                    }
-                }
-                // Border columns, a run of rows of one class at a time.
-                for &(ox, class) in &self.border_cols {
-                    let mut oy = oy0;
-                    while oy < oy1 {
-                        let run = self.row_class[oy..oy1]
-                            .iter()
-                            .take_while(|&&c| c == self.row_class[oy])
-                            .count();
-                        let pieces = run.div_ceil(width);
-                        for p in 0..pieces {
-                            let (a, b) = (run * p / pieces, run * (p + 1) / pieces);
-                            tile(slice, (oy + a, ox), b - a, class, true, (0, 0));
-                        }
-                        oy += run;
-                    }
+                let next = next_slice(slice);
+                for (j, (args, list, run)) in planned.iter_mut().enumerate() {
+                    let b = &self.bounds[*list];
+                    args.taps = &self.taps[*list][b[slice]..b[slice + 1]];
+                    args.first = slice == 0;
+                    args.last = slice + 1 == slices;
+                    let lo = (j * share).min(lines);
+                    args.prefetch = next.wrapping_add(lo * BLOCK);
+                    args.prefetch_lines = if next.is_null() || j >= row_tiles {
+                        0
+                    } else {
+                        ((j + 1) * share).min(lines) - lo
+                    };
+                    // SAFETY: the taps address x only inside the input map.
+                    unsafe { run(args) };
                 }
             }
         });
@@ -627,20 +625,23 @@ struct TileArgs<'a> {
     prefetch_lines: usize,
 }
 
-/// The kernel for `blocks` x `width` with input pixels `step` floats apart.
+type Kernel = unsafe fn(&TileArgs);
+
+/// The kernel for `blocks` x `width` with input pixels `step` floats apart
+/// (0: the tile's own `x_step`).
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn dispatch(_: &TileArgs, _: usize, _: usize, _: usize) {
-    unreachable!("blocked convs need AVX-512")
+fn kernel(_: usize, _: usize, _: usize) -> Kernel {
+    |_| unreachable!("blocked convs need AVX-512")
 }
 
 /// The kernel for `blocks` x `width` with input pixels `step` floats apart
 /// (0: the tile's own `x_step`).
 #[cfg(target_arch = "x86_64")]
-unsafe fn dispatch(t: &TileArgs, blocks: usize, width: usize, step: usize) {
+fn kernel(blocks: usize, width: usize, step: usize) -> Kernel {
     macro_rules! widths {
         ($b:literal, $s:literal, $($w:literal)*) => {
             match width {
-                $($w => unsafe { x86::tile::<$b, $w, $s>(t) },)*
+                $($w => x86::tile::<$b, $w, $s>,)*
                 _ => unreachable!("tile widths are planned within the register budget"),
             }
         };
