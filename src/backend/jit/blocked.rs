@@ -218,8 +218,10 @@ impl Conv {
             let right = (i + 1..cols.len()).take_while(same).count();
             left + 1 + right < 3 && g.oh > 1
         };
+        let flat = g.kernel == 1 && g.stride == 1 && g.pad == 0 && g.h == g.oh && g.w == g.ow;
+        // (A flat conv's tiles run across rows: it has no border columns.)
         let border_cols = (0..g.ow)
-            .filter(|&i| short(i))
+            .filter(|&i| !flat && short(i))
             .map(|i| (i, cols[i]))
             .collect();
         let inner: Vec<Option<usize>> = (0..g.ow).map(|i| (!short(i)).then_some(cols[i])).collect();
@@ -241,7 +243,7 @@ impl Conv {
             bias,
             relu,
             kc,
-            flat: g.kernel == 1 && g.stride == 1 && g.pad == 0 && g.h == g.oh && g.w == g.ow,
+            flat,
         }
     }
 
@@ -840,7 +842,7 @@ mod tests {
     #[allow(clippy::too_many_arguments)]
     fn check(
         c: usize,
-        hw: usize,
+        (h, w): (usize, usize),
         o: usize,
         kernel: usize,
         stride: usize,
@@ -848,7 +850,6 @@ mod tests {
         input: Input,
         n: usize,
     ) {
-        let (h, w) = (hw, hw + 3);
         let (oh, ow) = (
             (h + 2 * pad - kernel) / stride + 1,
             (w + 2 * pad - kernel) / stride + 1,
@@ -893,12 +894,17 @@ mod tests {
         if !super::super::gemm::avx512() {
             return;
         }
-        check(3, 23, 64, 7, 2, 3, Input::Planar, 2);
-        check(3, 9, 16, 3, 1, 1, Input::Planar, 1);
-        check(32, 9, 80, 3, 1, 1, Input::Blocked, 2);
-        check(16, 10, 48, 3, 2, 1, Input::Blocked, 1);
-        check(48, 7, 32, 1, 1, 0, Input::Blocked, 3);
-        check(32, 8, 112, 1, 2, 0, Input::Blocked, 1);
-        check(16, 5, 16, 5, 1, 2, Input::Blocked, 1);
+        check(3, (23, 26), 64, 7, 2, 3, Input::Planar, 2);
+        check(3, (9, 12), 16, 3, 1, 1, Input::Planar, 1);
+        check(32, (9, 12), 80, 3, 1, 1, Input::Blocked, 2);
+        check(16, (10, 13), 48, 3, 2, 1, Input::Blocked, 1);
+        check(48, (7, 10), 32, 1, 1, 0, Input::Blocked, 3);
+        check(32, (8, 11), 112, 1, 2, 0, Input::Blocked, 1);
+        check(16, (5, 8), 16, 5, 1, 2, Input::Blocked, 1);
+        // Maps of 2 x 2 and 1 x 1 (layer4 at a 64 x 64 input): every
+        // column a border one, and 1x1 tiles across rows.
+        check(32, (2, 2), 64, 1, 1, 0, Input::Blocked, 2);
+        check(32, (2, 2), 64, 3, 1, 1, Input::Blocked, 2);
+        check(16, (1, 1), 32, 3, 1, 1, Input::Blocked, 1);
     }
 }
