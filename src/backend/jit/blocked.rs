@@ -906,5 +906,6 @@ mod tests {
         check(32, (2, 2), 64, 1, 1, 0, Input::Blocked, 2);
         check(32, (2, 2), 64, 3, 1, 1, Input::Blocked, 2);
         check(16, (1, 1), 32, 3, 1, 1, Input::Blocked, 1);
+        check(16, (1, 2), 16, 1, 1, 0, Input::Blocked, 1);
     }
 }

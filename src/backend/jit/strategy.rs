@@ -58,7 +58,8 @@ impl ConvStrategy {
 
 /// Whether the network up to `last` (its logits) can run on channel-blocked
 /// maps, and if not, why: AVX-512; every map but the input a multiple of 16
-/// channels; the input read only by convs (the stem reads it planar); convs
+/// channels; the input read only as convs' main input (the stem reads it
+/// planar), not as a residual; convs
 /// ungrouped with an added (not zero-padded) residual; and no op outside
 /// conv, max pool, ReLU, add, global average pool and the head.
 pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
@@ -69,7 +70,10 @@ pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
         let n = g.node(i);
         let ins = g.inputs(i);
         let why = |what: &str| Err(format!("`{}` ({}): {what}", n.name, n.op.kind()));
-        if ins.contains(&g.input) && !matches!(n.op, Op::Conv2d { .. }) {
+        // The input stays planar: only a conv's main input may be it (a
+        // residual is read in the output's layout).
+        let planar_ok = matches!(n.op, Op::Conv2d { .. }) && !ins[1..].contains(&g.input);
+        if ins.contains(&g.input) && !planar_ok {
             return why("reads the network's input, which only a conv can read planar");
         }
         if i != g.input && n.shape.rank() == 4 {
