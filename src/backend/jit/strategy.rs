@@ -18,7 +18,8 @@ pub enum ConvStrategy {
     /// Any conv: im2col into packed B, then the GEMM.
     Im2col,
     /// The whole network on channel-blocked maps (16 channels a vector),
-    /// every conv direct: see [`blocked_layout`] for when it applies.
+    /// every conv direct; the default where the network allows it
+    /// (AVX-512, channels in multiples of 16, no groups: `blocked_layout`).
     Blocked,
 }
 
