@@ -692,13 +692,18 @@ mod x86 {
         // Fewer than 8 accumulators cannot hide the FMA latency: a
         // second set takes every other tap, and they are summed at the end.
         let mut odd = [[_mm512_setzero_ps(); W]; B];
+        // The prefetches go with the first taps, `rate` lines each: the
+        // rest of the loop carries no prefetch arithmetic.
         let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
-        let step = |acc: &mut [[__m512; W]; B], i: usize, tap: &Tap| {
-            let x = t.x.wrapping_offset(tap.x as isize);
-            let w = unsafe { t.w.add(tap.k as usize * B * BLOCK) };
+        let fetching = t.prefetch_lines.div_ceil(rate.max(1));
+        let fetch = |i: usize| {
             for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
                 _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * BLOCK) as *const i8);
             }
+        };
+        let step = |acc: &mut [[__m512; W]; B], tap: &Tap| {
+            let x = t.x.wrapping_offset(tap.x as isize);
+            let w = unsafe { t.w.add(tap.k as usize * B * BLOCK) };
             let mut wv = [_mm512_setzero_ps(); B];
             for (b, v) in wv.iter_mut().enumerate() {
                 *v = unsafe { _mm512_loadu_ps(w.add(b * BLOCK)) };
@@ -714,11 +719,16 @@ mod x86 {
             let pairs = t.taps.chunks_exact(2);
             let rest = pairs.remainder();
             for (i, pair) in pairs.enumerate() {
-                step(&mut acc, 2 * i, &pair[0]);
-                step(&mut odd, 2 * i + 1, &pair[1]);
+                if 2 * i < fetching {
+                    fetch(2 * i);
+                    fetch(2 * i + 1);
+                }
+                step(&mut acc, &pair[0]);
+                step(&mut odd, &pair[1]);
             }
             if let Some(tap) = rest.first() {
-                step(&mut acc, t.taps.len() - 1, tap);
+                fetch(t.taps.len() - 1);
+                step(&mut acc, tap);
             }
             for (a, o) in acc.iter_mut().zip(&odd) {
                 for (x, y) in a.iter_mut().zip(o) {
@@ -726,8 +736,13 @@ mod x86 {
                 }
             }
         } else {
-            for (i, tap) in t.taps.iter().enumerate() {
-                step(&mut acc, i, tap);
+            let (head, tail) = t.taps.split_at(fetching.min(t.taps.len()));
+            for (i, tap) in head.iter().enumerate() {
+                fetch(i);
+                step(&mut acc, tap);
+            }
+            for tap in tail {
+                step(&mut acc, tap);
             }
         }
         if !t.last {
