@@ -106,6 +106,8 @@ pub struct Conv {
     relu: bool,
     /// K steps per slice.
     kc: usize,
+    /// A strided 1x1 conv's real input geometry and its subsampled input.
+    subsampled: Option<Subsampled>,
 }
 
 impl Conv {
@@ -113,12 +115,29 @@ impl Conv {
     /// `store` while it has room; the epilogue adds `bias` (`o` values) and
     /// applies ReLU if `relu`.
     pub fn new(
-        g: Geom,
+        outer: Geom,
         weight: &[f32],
         bias: Option<Vec<f32>>,
         relu: bool,
         mut store: Option<&mut Store>,
     ) -> Conv {
+        // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
+        // input subsampled: read in place, its pixels' lines (and their
+        // prefetched neighbours) came from memory once per group.
+        let subsample = outer.kernel == 1
+            && outer.pad == 0
+            && outer.stride > 1
+            && outer.input == Input::Blocked;
+        let g = if subsample {
+            Geom {
+                h: outer.oh,
+                w: outer.ow,
+                stride: 1,
+                ..outer
+            }
+        } else {
+            outer
+        };
         let kk = g.kernel * g.kernel;
         let k = g.c * kk;
         // k-step order: (input block, ky, kx, channel in block), or (channel, ky, kx) for planar input.
@@ -243,6 +262,12 @@ impl Conv {
             bias,
             relu,
             kc,
+            subsampled: subsample.then(|| Subsampled {
+                h: outer.h,
+                w: outer.w,
+                stride: outer.stride,
+                buf: std::cell::UnsafeCell::new(Vec::new()),
+            }),
             flat,
         }
     }
@@ -268,6 +293,11 @@ impl Conv {
     /// maps of the geometry, in their layouts. `res` may be `out` itself.
     pub unsafe fn run(&self, n: usize, x: *const f32, res: *const f32, out: *mut f32, team: &Team) {
         let g = &self.g;
+        let x = match &self.subsampled {
+            // SAFETY: as this function's; a network runs once at a time.
+            Some(sub) => unsafe { sub.fill(g, n, x, team) },
+            None => x,
+        };
         let bias = self.bias.as_ref().map_or(std::ptr::null(), |b| b.as_ptr());
         let relu = self.relu;
         let groups = self.groups.len();
@@ -457,6 +487,55 @@ impl Conv {
                 }
             }
         });
+    }
+}
+
+/// A strided 1x1 conv's input geometry, and the buffer its input is
+/// subsampled into.
+struct Subsampled {
+    h: usize,
+    w: usize,
+    stride: usize,
+    buf: std::cell::UnsafeCell<Vec<f32>>,
+}
+
+impl Subsampled {
+    /// Subsample `n` blocked maps at `x` into the buffer, for `g` (the
+    /// conv as stride 1 on it); returns the buffer.
+    ///
+    /// # Safety
+    /// `x` holds `n` maps of `c x h x w`; no other call runs at once.
+    unsafe fn fill(&self, g: &Geom, n: usize, x: *const f32, team: &Team) -> *const f32 {
+        // SAFETY: one run at a time (the caller's promise).
+        let buf = unsafe { &mut *self.buf.get() };
+        let len = n * g.c * g.h * g.w;
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        let rows = n * (g.c / BLOCK) * g.h;
+        let tasks = rows.min(4 * team.size());
+        let io = Sendable((x, buf.as_mut_ptr()));
+        let (h, w, stride) = (self.h, self.w, self.stride);
+        team.run(tasks, &|t| {
+            let (x, dst) = io.get();
+            for r in rows * t / tasks..rows * (t + 1) / tasks {
+                // Row oy of block plane p (image and channel block).
+                let (p, oy) = (r / g.h, r % g.h);
+                let src = x.wrapping_add((p * h + oy * stride) * w * BLOCK);
+                let out = dst.wrapping_add(r * g.w * BLOCK);
+                for ox in 0..g.w {
+                    // SAFETY: pixel (oy * s, ox * s) of plane p, and this task's row of dst.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            src.add(ox * stride * BLOCK),
+                            out.add(ox * BLOCK),
+                            BLOCK,
+                        )
+                    };
+                }
+            }
+        });
+        buf.as_ptr()
     }
 }
 
