@@ -573,9 +573,10 @@ impl Drop for Store {
 const HUGE_PAGE: usize = 2 << 20;
 
 impl Store {
-    /// Room for the weights of convs of these geometries; `None` if it
-    /// cannot be allocated (the convs then keep their own).
-    pub fn new(geoms: &[Geom]) -> Option<Store> {
+    /// Room for the weights of convs of these geometries, its pages
+    /// faulted in by `team`; `None` if it cannot be allocated (the convs
+    /// then keep their own).
+    pub fn new(geoms: &[Geom], team: &Team) -> Option<Store> {
         let floats: usize = geoms
             .iter()
             .map(|g| stored(g.c * g.kernel * g.kernel * g.o))
@@ -588,6 +589,14 @@ impl Store {
             return None;
         }
         huge_pages(ptr as *mut u8, bytes);
+        // The kernel zeroes (and may compact for) each 2 MB page as it is
+        // first touched: on all threads, not in the packing loop.
+        let pages = bytes / HUGE_PAGE;
+        let base = Sendable(ptr as *mut u8);
+        team.run(pages, &|p| {
+            // SAFETY: a byte of page p of the allocation.
+            unsafe { base.get().add(p * HUGE_PAGE).write_volatile(0) };
+        });
         Some(Store {
             ptr,
             layout,

@@ -159,7 +159,7 @@ pub fn compile(g: &Graph, w: &BoundWeights, opts: &JitOptions) -> Result<Compile
             .iter()
             .filter_map(|&i| strategy::blocked_geom(g, i))
             .collect();
-        blocked::Store::new(&geoms)
+        blocked::Store::new(&geoms, &shared.team)
     } else {
         None
     };
