@@ -97,7 +97,7 @@ fn a_forced_strategy_gives_the_same_result() {
         },
     )
     .unwrap();
-    let blocked = jit::gemm::avx512();
+    let blocked = jit::blocked::supported();
     for forced in [
         jit::ConvStrategy::Im2col,
         jit::ConvStrategy::Strided1x1,
@@ -136,7 +136,7 @@ fn blocked_maps_are_chosen_by_their_rule() {
     let optimized = |path: &str, level: u8| common::optimized(&common::root().join(path), level);
     let rule =
         |g: &Graph| jit::strategy::blocked_layout(g, resnetc::backend::interp::logits_node(g));
-    if !jit::gemm::avx512() {
+    if !jit::blocked::supported() {
         assert!(rule(&optimized("specs/resnet50.rn", 2)).is_err());
         return;
     }
@@ -270,7 +270,7 @@ proptest! {
         // planar input itself.
         let same_shape = cin == 16 * cout_b && (s == 1 || (h == 1 && w == 1));
         let identity_input = shortcut == "B" && same_shape;
-        if jit::gemm::avx512() && !identity_input {
+        if jit::blocked::supported() && !identity_input {
             prop_assert!(c.strategies.iter().all(|(_, s)| *s == "blocked"), "{}: {:?}", src, c.strategies);
         }
         let got = c.run(&x).unwrap();

@@ -52,9 +52,15 @@ impl Geom {
     }
 }
 
+/// Whether this machine runs blocked convs: AVX-512 (a tile of 4 blocks),
+/// or AVX2 with FMA (a block as two 8-lane halves, one block a tile).
+pub fn supported() -> bool {
+    super::gemm::avx512() || super::gemm::avx2()
+}
+
 /// Whether [`Conv`] can run a conv of this geometry on this machine.
 pub fn eligible(g: &Geom) -> bool {
-    super::gemm::avx512()
+    supported()
         && g.o.is_multiple_of(BLOCK)
         && (g.input == Input::Planar || g.c.is_multiple_of(BLOCK))
         && matches!(g.pixel_step(), 1 | 2 | 16 | 32)
@@ -401,6 +407,7 @@ impl Conv {
                         g.pixel_step()
                     },
                     w: w.as_ptr(),
+                    w_step: blocks * BLOCK,
                     bias,
                     res: if res.is_null() {
                         res
@@ -424,7 +431,13 @@ impl Conv {
                 };
                 let list = self.row_class[oy] * self.col_classes + class;
                 let step = if down { 0 } else { g.pixel_step() };
-                (args, list, kernel(blocks, len, step))
+                Planned {
+                    args,
+                    list,
+                    run: kernel(blocks, len, step),
+                    len,
+                    step,
+                }
             };
             let width = max_width(blocks);
             let mut planned = Vec::new();
@@ -463,6 +476,11 @@ impl Conv {
                     oy += run;
                 }
             }
+            if !super::gemm::avx512() {
+                // AVX2: each tile once per output block of the group (the
+                // kernel does not prefetch).
+                planned = per_block(planned, blocks, out_plane, acc_plane);
+            }
             // The row tiles of a slice share out the fetching of the next
             // slice's weights (the next group's first), a line or a few each
             // k-step: a burst of 384 prefetches in one tile stalled it.
@@ -470,7 +488,13 @@ impl Conv {
             let share = lines.div_ceil(row_tiles.max(1));
             for slice in 0..slices {
                 let next = next_slice(slice);
-                for (j, (args, list, run)) in planned.iter_mut().enumerate() {
+                for (
+                    j,
+                    Planned {
+                        args, list, run, ..
+                    },
+                ) in planned.iter_mut().enumerate()
+                {
                     let b = &self.bounds[*list];
                     args.taps = &self.taps[*list][b[slice]..b[slice + 1]];
                     args.first = slice == 0;
@@ -488,6 +512,52 @@ impl Conv {
             }
         });
     }
+}
+
+/// A tile as planned for a task: its arguments but the K slice's, its
+/// tap list, its kernel, and its width and input step (for [`per_block`]).
+struct Planned<'a> {
+    args: TileArgs<'a>,
+    list: usize,
+    run: Kernel,
+    len: usize,
+    step: usize,
+}
+
+/// Planned tiles of a group of `blocks`, each as `blocks` one-block tiles
+/// for the AVX2 kernel: its weights, bias, outputs and partial sums
+/// offset to the block.
+fn per_block(
+    planned: Vec<Planned>,
+    blocks: usize,
+    out_plane: usize,
+    acc_plane: usize,
+) -> Vec<Planned> {
+    let mut out = Vec::with_capacity(planned.len() * blocks);
+    for p in planned {
+        for b in 0..blocks {
+            let mut a = p.args.clone();
+            a.w = a.w.wrapping_add(b * BLOCK);
+            if !a.bias.is_null() {
+                a.bias = a.bias.wrapping_add(b * BLOCK);
+            }
+            if !a.res.is_null() {
+                a.res = a.res.wrapping_add(b * out_plane);
+            }
+            a.out = a.out.wrapping_add(b * out_plane);
+            if !a.partial.is_null() {
+                a.partial = a.partial.wrapping_add(b * acc_plane);
+            }
+            out.push(Planned {
+                args: a,
+                list: p.list,
+                run: kernel_avx2(p.len, p.step),
+                len: p.len,
+                step: p.step,
+            });
+        }
+    }
+    out
 }
 
 /// A strided 1x1 conv's input geometry, and the buffer its input is
@@ -658,9 +728,11 @@ fn class_of(classes: &mut Vec<(usize, usize)>, range: (usize, usize)) -> usize {
     })
 }
 
-/// Pixels per tile for `blocks` output blocks: 24 accumulators at most.
+/// Pixels per tile for `blocks` output blocks: 24 accumulators at most
+/// (AVX2: 6 pixels of one block, 12 of its 16 registers).
 fn max_width(blocks: usize) -> usize {
     match blocks {
+        _ if !super::gemm::avx512() => 6,
         4 => 6,
         3 => 8,
         _ => 12,
@@ -691,12 +763,15 @@ fn row_tiles(cols: &[Option<usize>], width: usize) -> Vec<Tile> {
     out
 }
 
+#[derive(Clone)]
 struct TileArgs<'a> {
     taps: &'a [Tap],
     x: *const f32,
     /// Floats between the tile's pixels' inputs, when the kernel's `S` is 0.
     x_step: usize,
     w: *const f32,
+    /// Floats between k-steps of weights (the AVX2 kernel: the group's).
+    w_step: usize,
     bias: *const f32,
     res: *const f32,
     out: *mut f32,
@@ -752,6 +827,38 @@ fn kernel(blocks: usize, width: usize, step: usize) -> Kernel {
         3 => steps!(3, 1 2 3 4 5 6 7 8),
         2 => steps!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
         _ => steps!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
+    }
+}
+
+/// The AVX2 kernel for one block of `width` pixels, input pixels `step`
+/// floats apart (0: the tile's own `x_step`).
+#[cfg(not(target_arch = "x86_64"))]
+fn kernel_avx2(_: usize, _: usize) -> Kernel {
+    |_| unreachable!("blocked convs need AVX2 or AVX-512")
+}
+
+/// The AVX2 kernel for one block of `width` pixels, input pixels `step`
+/// floats apart (0: the tile's own `x_step`).
+#[cfg(target_arch = "x86_64")]
+fn kernel_avx2(width: usize, step: usize) -> Kernel {
+    macro_rules! widths {
+        ($s:literal) => {
+            match width {
+                1 => x86::tile_avx2::<1, $s>,
+                2 => x86::tile_avx2::<2, $s>,
+                3 => x86::tile_avx2::<3, $s>,
+                4 => x86::tile_avx2::<4, $s>,
+                5 => x86::tile_avx2::<5, $s>,
+                _ => x86::tile_avx2::<6, $s>,
+            }
+        };
+    }
+    match step {
+        0 => widths!(0),
+        1 => widths!(1),
+        2 => widths!(2),
+        16 => widths!(16),
+        _ => widths!(32),
     }
 }
 
@@ -858,6 +965,61 @@ mod x86 {
                     v = _mm512_max_ps(v, zero);
                 }
                 unsafe { _mm512_storeu_ps(t.out.add(at), v) };
+            }
+        }
+    }
+
+    /// One block (two 8-lane halves) x `W` pixels on AVX2/FMA: the
+    /// weights `t.w_step` floats a k-step apart (the group's layout); no
+    /// prefetching.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // acc[h][j]: halves and pixels
+    pub unsafe fn tile_avx2<const W: usize, const S: usize>(t: &TileArgs) {
+        let step = if S == 0 { t.x_step } else { S };
+        let os = t.out_step;
+        let mut acc = [[_mm256_setzero_ps(); W]; 2];
+        if !t.first {
+            for (h, row) in acc.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = unsafe { _mm256_loadu_ps(t.partial.add(j * os + 8 * h)) };
+                }
+            }
+        }
+        for tap in t.taps {
+            let x = t.x.wrapping_offset(tap.x as isize);
+            let w = unsafe { t.w.add(tap.k as usize * t.w_step) };
+            let (w0, w1) = unsafe { (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8))) };
+            for j in 0..W {
+                let xv = _mm256_broadcast_ss(unsafe { &*x.add(j * step) });
+                acc[0][j] = _mm256_fmadd_ps(w0, xv, acc[0][j]);
+                acc[1][j] = _mm256_fmadd_ps(w1, xv, acc[1][j]);
+            }
+        }
+        if !t.last {
+            for (h, row) in acc.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    unsafe { _mm256_storeu_ps(t.partial.add(j * os + 8 * h), v) };
+                }
+            }
+            return;
+        }
+        let zero = _mm256_setzero_ps();
+        for (h, row) in acc.iter().enumerate() {
+            let bias = if t.bias.is_null() {
+                zero
+            } else {
+                unsafe { _mm256_loadu_ps(t.bias.add(8 * h)) }
+            };
+            for (j, &v) in row.iter().enumerate() {
+                let at = j * os + 8 * h;
+                let mut v = _mm256_add_ps(v, bias);
+                if !t.res.is_null() {
+                    v = _mm256_add_ps(v, unsafe { _mm256_loadu_ps(t.res.add(at)) });
+                }
+                if t.relu {
+                    v = _mm256_max_ps(v, zero);
+                }
+                unsafe { _mm256_storeu_ps(t.out.add(at), v) };
             }
         }
     }
@@ -994,7 +1156,7 @@ mod tests {
 
     #[test]
     fn agrees_with_the_definition() {
-        if !super::super::gemm::avx512() {
+        if !supported() {
             return;
         }
         check(3, (23, 26), 64, 7, 2, 3, Input::Planar, 2);

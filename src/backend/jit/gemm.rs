@@ -929,6 +929,11 @@ pub fn avx512() -> bool {
     *ISA == Isa::Avx512
 }
 
+/// Whether the AVX2/FMA kernels run here (no AVX-512, or kept to AVX2).
+pub fn avx2() -> bool {
+    *ISA == Isa::Avx2
+}
+
 /// The microkernel in use on this machine.
 pub fn simd_kernel() -> &'static str {
     match *ISA {

@@ -64,8 +64,8 @@ impl ConvStrategy {
 /// ungrouped with an added (not zero-padded) residual; and no op outside
 /// conv, max pool, ReLU, add, global average pool and the head.
 pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
-    if !super::gemm::avx512() {
-        return Err("blocked maps need AVX-512".into());
+    if !blocked::supported() {
+        return Err("blocked maps need AVX-512 or AVX2 with FMA".into());
     }
     for &i in &g.order {
         let n = g.node(i);
