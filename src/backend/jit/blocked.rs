@@ -1,6 +1,6 @@
 //! Direct convolution on channel-blocked maps (`[C/16][H][W][16]`, "NCHW16c"),
 //! the layout the JIT runs a network in when every map has a multiple of 16
-//! channels and the machine has AVX-512.
+//! channels and the machine has AVX-512 (or AVX2 with FMA: see [`supported`]).
 //!
 //! No im2col and no packing at run time: a tile of up to 4 blocks of 16
 //! output channels (the vector operand, weights packed at compile time in
@@ -12,7 +12,7 @@
 
 use super::team::{Sendable, Team};
 
-/// Channels per block: one AVX-512 vector.
+/// Channels per block: one AVX-512 vector (two AVX2 ones).
 pub const BLOCK: usize = 16;
 /// Output blocks per tile (64 channels).
 const OB: usize = 4;

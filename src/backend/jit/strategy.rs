@@ -19,7 +19,8 @@ pub enum ConvStrategy {
     Im2col,
     /// The whole network on channel-blocked maps (16 channels a vector),
     /// every conv direct; the default where the network allows it
-    /// (AVX-512, channels in multiples of 16, no groups: `blocked_layout`).
+    /// (AVX-512 or AVX2, channels in multiples of 16, no groups:
+    /// `blocked_layout`).
     Blocked,
 }
 
@@ -58,7 +59,7 @@ impl ConvStrategy {
 }
 
 /// Whether the network up to `last` (its logits) can run on channel-blocked
-/// maps, and if not, why: AVX-512; every map but the input a multiple of 16
+/// maps, and if not, why: AVX-512 or AVX2 with FMA; every map but the input a multiple of 16
 /// channels; the input read only as convs' main input (the stem reads it
 /// planar), not as a residual; convs
 /// ungrouped with an added (not zero-padded) residual; and no op outside
