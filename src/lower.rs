@@ -280,9 +280,11 @@ fn shortcut_stride(from: &Shape, to: &Shape) -> Option<usize> {
     if from.rank() != 4 || to.rank() != 4 || from.batch() != to.batch() || to.height() == 0 {
         return None;
     }
-    let s = from.height().div_ceil(to.height()).max(1);
-    (from.height().div_ceil(s) == to.height() && from.width().div_ceil(s) == to.width())
-        .then_some(s)
+    // The smallest stride that fits both sides: a side of 1 fits any, so
+    // neither side alone decides (1x2 -> 1x1 is stride 2).
+    (1..=from.height().max(from.width()).max(1)).find(|&s| {
+        from.height().div_ceil(s) == to.height() && from.width().div_ceil(s) == to.width()
+    })
 }
 
 impl Lowerer {

@@ -158,6 +158,25 @@ fn blocked_maps_are_chosen_by_their_rule() {
 }
 
 #[test]
+fn a_projection_stride_is_found_from_either_side() {
+    // 1x2 -> 1x1: the height alone says stride 1, the width says 2.
+    let src = tiny_spec(3, 1, 2, 16, 3, 2, 1, 1, "B");
+    let mut sources = SourceMap::new();
+    let g = compile_source("t.rn", &src, &Options::default(), &mut sources)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let strides: Vec<usize> = g
+        .order
+        .iter()
+        .filter(|&&i| g.node(i).name.ends_with("downsample.0"))
+        .map(|&i| match g.node(i).op {
+            resnetc::ir::Op::Conv2d { stride, .. } => stride,
+            _ => 0,
+        })
+        .collect();
+    assert_eq!(strides, vec![2]);
+}
+
+#[test]
 fn clif_is_emitted_and_reads_like_the_network() {
     let g = common::compile(&common::root().join("specs/cifar/resnet20.rn"));
     let m = Module {
