@@ -286,12 +286,6 @@ impl Conv {
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
-    /// Bytes of packed weights and tap lists.
-    pub fn bytes(&self) -> usize {
-        4 * self.groups.iter().map(|g| g.1).sum::<usize>()
-            + 8 * self.taps.iter().map(Vec::len).sum::<usize>()
-    }
-
     /// `out = relu?(conv(x) + bias + res)` for `n` images, on `team`.
     ///
     /// # Safety
