@@ -74,7 +74,8 @@ pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
         let why = |what: &str| Err(format!("`{}` ({}): {what}", n.name, n.op.kind()));
         // The input stays planar: only a conv's main input may be it (a
         // residual is read in the output's layout).
-        let planar_ok = matches!(n.op, Op::Conv2d { .. }) && !ins[1..].contains(&g.input);
+        let planar_ok =
+            matches!(n.op, Op::Conv2d { .. }) && !ins.iter().skip(1).any(|&j| j == g.input);
         if ins.contains(&g.input) && !planar_ok {
             return why("reads the network's input, which only a conv can read planar");
         }
@@ -100,8 +101,11 @@ pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
                 }
             }
             Op::Flatten | Op::Linear { .. } | Op::Softmax => {
-                let x = &g.node(ins[0]).shape;
-                if x.rank() == 4 && x.height() * x.width() > 1 {
+                let map = |j: &NodeIndex| {
+                    let x = &g.node(*j).shape;
+                    x.rank() == 4 && x.height() * x.width() > 1
+                };
+                if ins.first().is_none_or(map) {
                     return why("reads a map, whose blocked layout differs");
                 }
             }
