@@ -7,11 +7,13 @@
 //! `cargo bench --bench gemm`; the whole-network view is
 //! `resnetc bench --profile`.
 
-use resnetc::backend::jit::blocked;
+use std::sync::Arc;
+
 use resnetc::backend::jit::gemm::{
     self, BSource, ConvGeom, Epilogue, Images, PackedA, ResidualRead,
 };
 use resnetc::backend::jit::team::Team;
+use resnetc::backend::jit::{blocked, kernels};
 use std::time::Instant;
 
 /// (layer, in channels, input size, out channels, kernel, stride)
@@ -34,7 +36,9 @@ const CONVS: &[(&str, usize, usize, usize, usize, usize)] = &[
 
 fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("microkernel {}", gemm::simd_kernel());
+    // The best set here (RESNETC_NO_AVX512=1 for AVX2).
+    let ks = kernels::best();
+    println!("microkernel {}", ks.about);
     println!(
         "{:>3}  {:<18} {:>5} {:>5} {:>5}  {:>8}  {:>5}  {:>13}",
         "thr", "layer", "M", "K", "N", "GFLOP/s", "peak%", "direct"
@@ -43,7 +47,7 @@ fn main() {
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for t in [1, threads] {
         let pool = Team::new(t).expect("threads");
-        let peak = gemm::measure_peak(&pool);
+        let peak = gemm::measure_peak(ks, &pool);
         for &(name, c, size, o, kernel, stride) in CONVS {
             if only.as_deref().is_some_and(|o| !name.contains(o)) {
                 continue;
@@ -99,7 +103,7 @@ fn main() {
                 for r in 0..reps {
                     let a = &a[r % a.len()];
                     // SAFETY: x holds the conv's input, out its m x n output.
-                    unsafe { gemm::gemm(a, b, n, out.as_mut_ptr(), &epi, Some(&pool)) };
+                    unsafe { gemm::gemm(ks, a, b, n, out.as_mut_ptr(), &epi, Some(&pool)) };
                 }
                 best = best.min(start.elapsed().as_secs_f64() / reps as f64);
             }
@@ -123,7 +127,12 @@ fn main() {
             };
             let direct = blocked::eligible(&geom).then(|| {
                 let convs: Vec<blocked::Conv> = (0..copies.max(1))
-                    .map(|_| blocked::Conv::new(geom, &w, None, true, None))
+                    .map(|_| {
+                        let mut store = blocked::Store::new(&[geom], &pool).expect("memory");
+                        let conv = blocked::Conv::pack(geom, &w, None, true, ks, &mut store)
+                            .expect("room");
+                        conv.bind(Arc::new(store))
+                    })
                     .collect();
                 let mut best = f64::INFINITY;
                 for _ in 0..5 {

@@ -47,7 +47,7 @@ fn run_case(dir: &Path) -> (f32, f32) {
     let bound = weights.bind(&g, &dir.display().to_string()).unwrap();
     let x = npy::read(&dir.join("input.npy")).unwrap();
     let want = npy::read(&dir.join("logits.npy")).unwrap();
-    let got = interp::run(&g, &bound, x.clone(), &[interp::logits_node(&g)])
+    let got = interp::run(&g, &bound, x.clone(), &[g.logits()])
         .unwrap()
         .remove(0);
     assert_eq!(got.shape(), want.shape(), "{}", dir.display());
@@ -59,9 +59,9 @@ fn run_case(dir: &Path) -> (f32, f32) {
         level: 2,
         ..Default::default()
     };
-    let (m, _) = passes::optimize(m, &opts).unwrap();
-    let w = m.weights.as_ref().unwrap();
-    let opt = interp::run(&m.graph, w, x, &[interp::logits_node(&m.graph)])
+    let (m, _) = passes::prepare(m, &opts).unwrap();
+    let w = m.weights().unwrap();
+    let opt = interp::run(m.graph(), w, x, &[m.graph().logits()])
         .unwrap()
         .remove(0);
     (relative_error(&got, &want), relative_error(&opt, &want))

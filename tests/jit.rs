@@ -1,16 +1,18 @@
-//! The JIT against the reference interpreter: every spec and example, every
-//! optimization level, and random conv shapes through the generated kernels.
+//! The JIT against the reference interpreter, through the backend
+//! interface: every spec and example, every optimization level, every kernel
+//! set this machine runs, random conv shapes, NaN and Inf, a panicking task,
+//! and the generated code as text.
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use ndarray::ArrayD;
 use proptest::prelude::*;
-use resnetc::backend::jit;
-use resnetc::ir::Graph;
-use resnetc::lower::{compile_source, Options};
-use resnetc::passes::{self, Module};
+use resnetc::backend::{self, jit, Executable, Options, Program, Strategy};
+use resnetc::ir::{Graph, Stage};
+use resnetc::lower::{compile_source, Options as BuildOptions};
 use resnetc::syntax::SourceMap;
-use resnetc::weights::Weights;
 
 fn input_for(g: &Graph) -> ArrayD<f32> {
     ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
@@ -27,25 +29,42 @@ fn rel(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
         / scale
 }
 
-fn jit_run(g: &Graph, w: &Weights, x: &ArrayD<f32>, level: u8, threads: usize) -> ArrayD<f32> {
-    let m = Module {
-        graph: g.clone(),
-        weights: Some(w.clone().bind(g, "init").unwrap()),
-    };
-    let (m, _) = passes::optimize(
-        m,
-        &passes::Options {
-            level,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let opts = jit::JitOptions {
+/// The kernel sets this machine runs, best first.
+fn kernel_sets() -> Vec<&'static str> {
+    jit::kernels::available().iter().map(|k| k.name).collect()
+}
+
+/// `p` compiled on the JIT with these options.
+fn compiled(p: &Program, opts: Options) -> Box<dyn Executable> {
+    let b = backend::by_name("jit", &opts).expect("the jit backend");
+    b.compile(p).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn with_kernels(kernels: &str, threads: usize) -> Options {
+    Options {
+        kernels: Some(kernels.into()),
         threads,
         ..Default::default()
-    };
-    let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
-    c.run(x).unwrap()
+    }
+}
+
+/// How many of a compiled network's convs run with strategy `s`.
+fn convs_with(c: &dyn Executable, s: Strategy) -> usize {
+    c.steps()
+        .iter()
+        .filter(|i| i.op == "conv2d" && i.strategy == s)
+        .count()
+}
+
+#[test]
+fn every_kernel_set_the_host_has_is_tested() {
+    let sets = kernel_sets();
+    assert!(sets.contains(&"portable"), "{sets:?}");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        assert!(sets.contains(&"avx2"), "{sets:?}");
+    }
+    println!("kernel sets run here: {}", sets.join(", "));
 }
 
 #[test]
@@ -59,17 +78,22 @@ fn jit_equals_interpreter_on_every_spec() {
         };
         let g = common::compile_with(
             &path,
-            &Options {
+            &BuildOptions {
                 batch: 2,
                 input: Some(size),
             },
         );
         let x = input_for(&g);
         let (w, want) = common::finite_run(&g, &x, 5);
-        for (level, threads) in [(2, 2), (0, 1)] {
-            let got = jit_run(&g, &w, &x, level, threads);
-            let err = rel(&got, &want);
-            assert!(err <= 1e-4, "{} -O{level}: {err:e}", path.display());
+        for level in [2, 0] {
+            let p = common::program(&g, &w, level);
+            for (i, ks) in kernel_sets().into_iter().enumerate() {
+                // Two threads, and one on the second set: both team paths.
+                let threads = if i == 1 { 1 } else { 2 };
+                let got = compiled(&p, with_kernels(ks, threads)).run(&x).unwrap();
+                let err = rel(&got, &want);
+                assert!(err <= 1e-4, "{} -O{level} {ks}: {err:e}", path.display());
+            }
         }
     }
 }
@@ -78,82 +102,96 @@ fn jit_equals_interpreter_on_every_spec() {
 fn a_forced_strategy_gives_the_same_result() {
     let g = common::compile_with(
         &common::root().join("specs/resnet50.rn"),
-        &Options {
+        &BuildOptions {
             batch: 1,
             input: Some([3, 64, 64]),
         },
     );
     let x = input_for(&g);
     let (w, want) = common::finite_run(&g, &x, 5);
-    let m = Module {
-        graph: g.clone(),
-        weights: Some(w.bind(&g, "init").unwrap()),
-    };
-    let (m, _) = passes::optimize(
-        m,
-        &passes::Options {
-            level: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let blocked = jit::blocked::supported();
-    for forced in [
-        jit::ConvStrategy::Im2col,
-        jit::ConvStrategy::Strided1x1,
-        jit::ConvStrategy::Direct1x1,
-        jit::ConvStrategy::Blocked,
-    ] {
-        let opts = jit::JitOptions {
-            threads: 2,
-            conv_strategy: Some(forced),
-            ..Default::default()
-        };
-        let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
-        // Forced where eligible: every conv for im2col, every 1x1 for
-        // strided-1x1, the stride-1 ones for direct-1x1 (planar maps, the
-        // other convs by the rules), all for blocked where AVX-512 runs.
-        let used = c
-            .strategies
-            .iter()
-            .filter(|(_, s)| *s == forced.name())
-            .count();
-        let want_used = match forced {
-            jit::ConvStrategy::Im2col => c.strategies.len(),
-            jit::ConvStrategy::Strided1x1 => 36,
-            // 16 expands, 13 reduces (three have stride 2 here), layer1's projection.
-            jit::ConvStrategy::Direct1x1 => 30,
-            jit::ConvStrategy::Blocked if blocked => c.strategies.len(),
-            jit::ConvStrategy::Blocked => 0,
-        };
-        assert_eq!(used, want_used, "{forced:?}");
-        assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4, "{forced:?}");
+    let p = common::program(&g, &w, 2);
+    for ks in kernel_sets() {
+        for (forced, s) in [
+            ("im2col", Strategy::Im2col),
+            ("strided-1x1", Strategy::Strided1x1),
+            ("direct-1x1", Strategy::Direct1x1),
+            ("blocked", Strategy::Blocked),
+        ] {
+            let opts = Options {
+                conv_strategy: Some(forced.into()),
+                ..with_kernels(ks, 2)
+            };
+            let mut c = compiled(&p, opts);
+            // Forced where eligible: every conv for im2col, every 1x1 for
+            // strided-1x1, the stride-1 ones for direct-1x1 (planar maps,
+            // the other convs by the rules), all of them for blocked.
+            let want_used = match forced {
+                "strided-1x1" => 36,
+                // 16 expands, 13 reduces (three have stride 2 here), layer1's projection.
+                "direct-1x1" => 30,
+                _ => 53,
+            };
+            assert_eq!(convs_with(c.as_ref(), s), want_used, "{ks} {forced}");
+            assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4, "{ks} {forced}");
+        }
     }
 }
 
 #[test]
+fn an_unknown_option_is_refused_with_the_choices() {
+    let bad = |o: Options| {
+        backend::by_name("jit", &o)
+            .err()
+            .expect("refused")
+            .to_string()
+    };
+    let e = bad(Options {
+        conv_strategy: Some("winograd".into()),
+        ..Default::default()
+    });
+    assert!(
+        e.contains("no conv strategy `winograd`") && e.contains("direct-1x1"),
+        "{e}"
+    );
+    let e = bad(Options {
+        kernels: Some("neon".into()),
+        ..Default::default()
+    });
+    assert!(
+        e.contains("no kernel set `neon`") && e.contains("portable"),
+        "{e}"
+    );
+    let e = backend::by_name("tpu", &Options::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("no backend `tpu`") && e.contains("jit, interp"),
+        "{e}"
+    );
+}
+
+#[test]
 fn blocked_maps_are_chosen_by_their_rule() {
-    let optimized = |path: &str, level: u8| common::optimized(&common::root().join(path), level);
-    let rule =
-        |g: &Graph| jit::strategy::blocked_layout(g, resnetc::backend::interp::logits_node(g));
-    if !jit::blocked::supported() {
-        assert!(rule(&optimized("specs/resnet50.rn", 2)).is_err());
-        return;
-    }
+    let rule = |path: &str, level: u8| {
+        let m = common::optimized(&common::root().join(path), level);
+        jit::strategy::blocked_layout(&Program::lower(m).unwrap())
+    };
     for spec in [
         "specs/resnet18.rn",
         "specs/resnet50_v1_5.rn",
         "specs/resnet152.rn",
     ] {
-        assert_eq!(rule(&optimized(spec, 2)), Ok(()), "{spec}");
+        assert_eq!(rule(spec, 2), Ok(()), "{spec}");
     }
-    // Unfused batch norms, and option A's zero-padded shortcut, run planar.
-    let why = rule(&optimized("specs/resnet50.rn", 0)).unwrap_err();
+    // Unfused batch norms (scale-shifts), and option A's zero-padded
+    // shortcut, run planar.
+    let why = rule("specs/resnet50.rn", 0).unwrap_err();
     assert!(
-        why.contains("batch_norm") || why.contains("planar"),
+        why.contains("scale_shift") && why.contains("planar"),
         "{why}"
     );
-    let why = rule(&optimized("specs/cifar/resnet20.rn", 2)).unwrap_err();
+    let why = rule("specs/cifar/resnet20.rn", 2).unwrap_err();
     assert!(why.contains("option A"), "{why}");
 }
 
@@ -162,7 +200,7 @@ fn a_projection_stride_is_found_from_either_side() {
     // 1x2 -> 1x1: the height alone says stride 1, the width says 2.
     let src = tiny_spec(3, 1, 2, 16, 3, 2, 1, 1, "B");
     let mut sources = SourceMap::new();
-    let g = compile_source("t.rn", &src, &Options::default(), &mut sources)
+    let g = compile_source("t.rn", &src, &BuildOptions::default(), &mut sources)
         .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
     let strides: Vec<usize> = g
         .order
@@ -176,31 +214,168 @@ fn a_projection_stride_is_found_from_either_side() {
     assert_eq!(strides, vec![2]);
 }
 
-#[test]
-fn clif_is_emitted_and_reads_like_the_network() {
-    let g = common::compile(&common::root().join("specs/cifar/resnet20.rn"));
-    let m = Module {
-        graph: g,
-        weights: None,
+/// The JIT's CLIF for a spec at a level, for the AVX-512 set (a listing
+/// runs nothing, so any machine can make it).
+fn clif(spec: &str, level: u8) -> String {
+    let m = common::optimized(&common::root().join(spec), level);
+    let p = Program::lower(m).unwrap();
+    let opts = Options {
+        kernels: Some("avx512".into()),
+        ..Default::default()
     };
-    let (m, _) = passes::optimize(
-        m,
-        &passes::Options {
-            level: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let c = jit::compile(
-        &m.graph,
-        &resnetc::weights::zeros(&m.graph),
-        &Default::default(),
-    )
-    .unwrap();
+    let b = backend::by_name("jit", &opts).unwrap();
+    b.listing(&p).unwrap().expect("the jit lists its code").text
+}
+
+#[test]
+fn clif_is_emitted_without_weights_and_reads_like_the_network() {
+    let text = clif("specs/cifar/resnet20.rn", 2);
     // 19 convs and the fc call kernels; the global pool is a generated f32x4 loop.
-    assert_eq!(c.clif.matches("call fn").count(), 20, "{}", c.clif);
-    assert!(c.clif.contains("f32x4"), "{}", c.clif);
-    assert!(c.clif.starts_with("function "), "{}", c.clif);
+    let body = &text[text.find("function ").unwrap()..];
+    assert_eq!(body.matches("call fn").count(), 20, "{text}");
+    assert!(body.contains("f32x4"), "{text}");
+    assert!(
+        text.contains("rt_conv descriptor of `layer3.2.conv2`"),
+        "{text}"
+    );
+    // Names and table slots, no addresses: the same text every time.
+    assert_eq!(text, clif("specs/cifar/resnet20.rn", 2));
+}
+
+#[test]
+fn clif_snapshots() {
+    for (spec, name) in [
+        ("specs/cifar/resnet20.rn", "resnet20"),
+        ("specs/resnet50.rn", "resnet50"),
+    ] {
+        for level in [0, 2] {
+            insta::assert_snapshot!(format!("clif_{name}_O{level}"), clif(spec, level));
+        }
+    }
+}
+
+/// A conv + bias + residual + ReLU block whose input holds NaN and both
+/// infinities, on every path: blocked maps (16 channels) and planar maps
+/// (option A's padded residual, 8 channels), on every kernel set.
+#[test]
+fn nan_and_inf_follow_pytorch_on_every_path() {
+    let block = "block b(planes, stride = 1) {
+  conv1: conv(planes, 3, stride = stride, pad = 1)
+  bn1: bn
+  relu
+  conv2: conv(planes, 3, pad = 1)
+  bn2: bn
+  add shortcut
+  relu
+}";
+    for (channels, shortcut, path) in [(16, "B", Strategy::Blocked), (8, "A", Strategy::Im2col)] {
+        let src = format!(
+            "{block}\nnetwork t {{\n  input 3x9x9\n  shortcut {shortcut}\n  stem {{ conv1: conv({channels}, 3, pad = 1) bn1: bn relu }}\n  stage layer1: b({channels}) x 1\n  stage layer2: b({}) x 1 stride 2\n  head {{ max_pool(2) global_avg_pool flatten fc: fc(4) }}\n}}",
+            2 * channels
+        );
+        let mut sources = SourceMap::new();
+        let g = compile_source("t.rn", &src, &BuildOptions::default(), &mut sources)
+            .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+        let mut x = input_for(&g);
+        x[[0, 0, 1, 1]] = f32::NAN;
+        x[[0, 1, 7, 7]] = f32::INFINITY;
+        x[[0, 2, 4, 0]] = f32::NEG_INFINITY;
+        let w = resnetc::weights::init::init(
+            &g,
+            resnetc::weights::init::InitOptions {
+                seed: 3,
+                randomize_bn: true,
+            },
+        );
+        let b = w.clone().bind(&g, "init").unwrap();
+        // The oracle's map after the stem, and its logits.
+        let stem = g.find("relu").unwrap();
+        let want = resnetc::backend::interp::run(&g, &b, x.clone(), &[stem, g.logits()]).unwrap();
+        // PyTorch's semantics: a NaN in a window is NaN after the conv and
+        // the ReLU (not 0), and NaN reaches the logits through the pools.
+        assert!(want[0][[0, 0, 1, 1]].is_nan(), "relu(NaN) is NaN");
+        assert!(want[1].iter().all(|v| v.is_nan()), "{}", want[1]);
+        for level in [2, 0] {
+            let p = common::program(&g, &w, level);
+            for ks in kernel_sets() {
+                let mut c = compiled(&p, with_kernels(ks, 2));
+                if level == 2 {
+                    assert!(convs_with(c.as_ref(), path) > 0, "{ks} {path:?}");
+                }
+                let got = c.run(&x).unwrap();
+                assert!(
+                    got.iter().all(|v| v.is_nan()),
+                    "-O{level} {ks} {path:?}: {got}"
+                );
+            }
+        }
+        // Infinities alone: each sum meets one infinite input per tap, or
+        // infinities of both signs, so NaN and +-inf come out the same in
+        // any summation order: they must match the oracle's exactly.
+        let mut inf = input_for(&g);
+        inf[[0, 1, 7, 7]] = f32::INFINITY;
+        inf[[0, 2, 0, 3]] = f32::NEG_INFINITY;
+        let want = resnetc::backend::interp::run(&g, &b, inf.clone(), &[g.logits()]).unwrap();
+        let class = |v: f32| {
+            (
+                v.is_nan(),
+                v.is_infinite() && v > 0.0,
+                v.is_infinite() && v < 0.0,
+            )
+        };
+        for level in [2, 0] {
+            let p = common::program(&g, &w, level);
+            for ks in kernel_sets() {
+                let got = compiled(&p, with_kernels(ks, 2)).run(&inf).unwrap();
+                for (a, e) in got.iter().zip(want[0].iter()) {
+                    assert_eq!(class(*a), class(*e), "-O{level} {ks} {path:?}: {a} vs {e}");
+                    if e.is_finite() {
+                        assert!((a - e).abs() <= 1e-4 * e.abs().max(1.0), "{a} vs {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_panicking_task_is_an_error_not_a_hang() {
+    let g = common::compile_with(
+        &common::root().join("specs/resnet18.rn"),
+        &BuildOptions {
+            batch: 1,
+            input: Some([3, 32, 32]),
+        },
+    );
+    let x = input_for(&g);
+    let w = resnetc::weights::init::init(&g, Default::default());
+    let p = common::program(&g, &w, 2);
+    for ks in kernel_sets() {
+        let opts = Options {
+            fault: Some("layer2.0.conv1".into()),
+            ..with_kernels(ks, 2)
+        };
+        let mut c = compiled(&p, opts);
+        let start = Instant::now();
+        let err = c.run(&x).unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{ks}: took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(err.stage, Stage::Run("jit"));
+        assert_eq!(
+            err.at.as_ref().map(|a| a.value.as_str()),
+            Some("layer2.0.conv1")
+        );
+        assert!(
+            err.to_string()
+                .contains("a kernel panicked: an injected fault"),
+            "{err}"
+        );
+        // The team survives: the same network runs again, and fails again.
+        assert!(c.run(&x).is_err());
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -236,7 +411,8 @@ network t {{
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     /// Random conv shapes (kernel, stride, padding, channels, groups, batch)
-    /// with a residual block around them, through the JIT at -O2 and -O0.
+    /// with a residual block around them, through the JIT at -O2 and -O0,
+    /// on every kernel set.
     #[test]
     fn random_convs_agree(
         g_idx in 0usize..3, cin_g in 1usize..5, cout_g in 1usize..5, k in 1usize..6, s in 1usize..3,
@@ -247,20 +423,22 @@ proptest! {
         let (cin, cout) = (cin_g * groups, cout_g * groups.max(2));
         let src = tiny_spec(cin, h, w, cout, k, s, p, groups, shortcut);
         let mut sources = SourceMap::new();
-        let Ok(g) = compile_source("t.rn", &src, &Options { batch, input: None }, &mut sources) else {
+        let Ok(g) = compile_source("t.rn", &src, &BuildOptions { batch, input: None }, &mut sources) else {
             // Shapes that do not fit (kernel larger than the padded input, option A narrowing).
             return Ok(());
         };
         let x = input_for(&g);
         let (wts, want) = common::finite_run(&g, &x, 5);
-        let got = jit_run(&g, &wts, &x, level, 2);
-        prop_assert!(rel(&got, &want) <= 1e-4, "{}: {:e}", src, rel(&got, &want));
+        let prog = common::program(&g, &wts, level);
+        for ks in kernel_sets() {
+            let got = compiled(&prog, with_kernels(ks, 2)).run(&x).unwrap();
+            prop_assert!(rel(&got, &want) <= 1e-4, "{} {}: {:e}", src, ks, rel(&got, &want));
+        }
     }
 
     /// The same on channel-blocked maps: multiples of 16 channels, no
     /// groups, the first conv reading the planar input (as a stem does) or
-    /// blocked maps, maps down to 1 x 1, every kernel variant; every conv
-    /// must run blocked where AVX-512 does.
+    /// blocked maps, maps down to 1 x 1, every tile variant of every set.
     #[test]
     fn random_blocked_convs_agree(
         cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..6,
@@ -275,24 +453,25 @@ proptest! {
             &format!("stride {s}\n  head {{\n    max_pool(3, stride = 2, pad = 1)\n    global_avg_pool\n    flatten\n    fc(10)\n  }}\n}}"),
         );
         let mut sources = SourceMap::new();
-        let Ok(g) = compile_source("t.rn", &src, &Options { batch, input: None }, &mut sources) else {
+        let Ok(g) = compile_source("t.rn", &src, &BuildOptions { batch, input: None }, &mut sources) else {
             // A projection that no 1x1 stride fits (odd sizes at stride 2).
             return Ok(());
         };
         let x = input_for(&g);
         let (wts, want) = common::finite_run(&g, &x, 5);
-        let m = Module { graph: g.clone(), weights: Some(wts.bind(&g, "init").unwrap()) };
-        let (m, _) = passes::optimize(m, &passes::Options { level: 2, ..Default::default() }).unwrap();
-        let opts = jit::JitOptions { threads: 2, ..Default::default() };
-        let mut c = jit::compile(&m.graph, m.weights.as_ref().unwrap(), &opts).unwrap();
+        let prog = common::program(&g, &wts, 2);
         // Blocked, unless the first block's identity shortcut adds the
         // planar input itself.
         let same_shape = cin == 16 * cout_b && (s == 1 || (h == 1 && w == 1));
         let identity_input = shortcut == "B" && same_shape;
-        if jit::blocked::supported() && !identity_input {
-            prop_assert!(c.strategies.iter().all(|(_, s)| *s == "blocked"), "{}: {:?}", src, c.strategies);
+        for ks in kernel_sets() {
+            let mut c = compiled(&prog, with_kernels(ks, 2));
+            if !identity_input {
+                let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
+                prop_assert_eq!(convs_with(c.as_ref(), Strategy::Blocked), convs, "{}: {}", src, ks);
+            }
+            let got = c.run(&x).unwrap();
+            prop_assert!(rel(&got, &want) <= 1e-4, "{} {}: {:e}", src, ks, rel(&got, &want));
         }
-        let got = c.run(&x).unwrap();
-        prop_assert!(rel(&got, &want) <= 1e-4, "{}: {:e}", src, rel(&got, &want));
     }
 }

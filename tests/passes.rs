@@ -6,7 +6,7 @@ mod common;
 
 use proptest::prelude::*;
 use resnetc::backend::interp;
-use resnetc::ir::{plan, text, Graph, Op};
+use resnetc::ir::{plan, text, Graph, GraphError, Op};
 use resnetc::lower::{compile_source, Options};
 use resnetc::passes::{self, Module, Pass};
 use resnetc::syntax::SourceMap;
@@ -23,8 +23,7 @@ fn after(src: &str, rewrites: &[Pass]) -> String {
         graph: graph_of(src),
         weights: None,
     };
-    let (mut m, _) = passes::run_pipeline(m, rewrites, &passes::Options::default()).unwrap();
-    m.graph.plan = None;
+    let (m, _) = passes::rewrite(m, rewrites, &passes::Options::default()).unwrap();
     text::render(&m.graph)
 }
 
@@ -70,7 +69,7 @@ fn bn_after_an_add_becomes_a_scale_shift() {
         graph: g,
         weights: None,
     };
-    let (m, _) = passes::run_pipeline(m, &[passes::FOLD_BN], &passes::Options::default()).unwrap();
+    let (m, _) = passes::rewrite(m, &[passes::FOLD_BN], &passes::Options::default()).unwrap();
     let ss = m
         .graph
         .nodes()
@@ -148,7 +147,7 @@ network t {
 
 // ---- the pass manager ------------------------------------------------------
 
-fn break_shapes(m: &mut Module) -> Result<bool, String> {
+fn break_shapes(m: &mut Module) -> Result<bool, GraphError> {
     let i = m.graph.output;
     m.graph.node_mut(i).shape.0[1] += 1;
     Ok(true)
@@ -161,15 +160,44 @@ fn a_pass_that_breaks_the_graph_is_named() {
         run: break_shapes,
         about: "",
     };
+    let mut sources = SourceMap::new();
+    let g = compile_source("t.rn", BLOCK, &Options::default(), &mut sources).unwrap();
     let m = Module {
-        graph: graph_of(BLOCK),
+        graph: g,
         weights: None,
     };
-    let err = passes::run_pipeline(m, &[bad], &passes::Options::default()).unwrap_err();
+    let err = passes::rewrite(m, &[bad], &passes::Options::default()).unwrap_err();
+    assert_eq!(err.stage, resnetc::ir::Stage::Pass("break-shapes"));
+    let msg = err.to_string();
     assert!(
-        err.starts_with("pass `break-shapes` broke the graph: `fc` has shape"),
-        "{err}"
+        msg.starts_with("pass `break-shapes`: `fc`: broke the graph: has shape"),
+        "{msg}"
     );
+    // It renders against the spec, at the statement that made `fc`.
+    let shown = err.diagnostic().render(&sources, false);
+    assert!(
+        shown.contains("t.rn:") && shown.contains("fc: fc("),
+        "{shown}"
+    );
+}
+
+#[test]
+fn no_batch_norm_reaches_a_backend_at_any_level() {
+    for level in 0..=2 {
+        let g = common::optimized(&common::root().join("specs/resnet18.rn"), level);
+        let g = g.graph();
+        assert!(
+            g.nodes()
+                .all(|(_, n)| !matches!(n.op, Op::BatchNorm { .. })),
+            "-O{level}"
+        );
+        // -O0 keeps every BN, as a scale-shift; -O1 folds them all.
+        let ss = g
+            .nodes()
+            .filter(|(_, n)| matches!(n.op, Op::ScaleShift { .. }))
+            .count();
+        assert_eq!(ss, if level == 0 { 20 } else { 0 }, "-O{level}");
+    }
 }
 
 #[test]
@@ -184,7 +212,7 @@ fn print_after_and_timing() {
         time_passes: true,
         ..Default::default()
     };
-    let (_, log) = passes::optimize(m, &opts).unwrap();
+    let (_, log) = passes::prepare(m, &opts).unwrap();
     assert!(
         log.printed
             .starts_with("# after fuse-relu (round 1)\nnetwork t"),
@@ -194,7 +222,7 @@ fn print_after_and_timing() {
     assert_eq!(log.printed.matches("# after").count(), log.rounds);
     let t = log.timing();
     for p in passes::pipeline(2) {
-        assert!(t.contains(p.name), "{t}");
+        assert!(t.contains(p), "{t}");
     }
 }
 
@@ -223,12 +251,12 @@ fn optimized_equals_unoptimized_on_every_spec() {
         });
         let (w, base) = common::finite_run(&g, &x, 11);
         let scale = base.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        for level in [1, 2] {
+        for level in [0, 1, 2] {
             let m = Module {
                 graph: g.clone(),
                 weights: Some(w.clone().bind(&g, "init").unwrap()),
             };
-            let (m, _) = passes::optimize(
+            let (m, _) = passes::prepare(
                 m,
                 &passes::Options {
                     level,
@@ -237,10 +265,10 @@ fn optimized_equals_unoptimized_on_every_spec() {
             )
             .unwrap();
             let got = interp::run(
-                &m.graph,
-                m.weights.as_ref().unwrap(),
+                m.graph(),
+                m.weights().unwrap(),
                 x.clone(),
-                &[interp::logits_node(&m.graph)],
+                &[m.graph().logits()],
             )
             .unwrap()
             .remove(0);
@@ -260,9 +288,9 @@ fn optimized_equals_unoptimized_on_every_spec() {
 fn plans_are_valid_for_every_spec_and_level() {
     for path in common::all_specs() {
         for level in 0..=2 {
-            let g = common::optimized(&path, level);
-            let p = g.plan.as_ref().unwrap();
-            plan::check(&g, p).unwrap();
+            let m = common::optimized(&path, level);
+            let p = m.plan();
+            plan::check(m.graph(), p).unwrap();
             assert!(p.arena_bytes <= p.sum_bytes());
         }
     }
@@ -274,7 +302,7 @@ fn resnet50_arena_is_a_few_mib() {
         graph: common::compile(&common::root().join("specs/resnet50.rn")),
         weights: None,
     };
-    let (m, _) = passes::optimize(
+    let (m, _) = passes::prepare(
         m,
         &passes::Options {
             level: 2,
@@ -282,7 +310,7 @@ fn resnet50_arena_is_a_few_mib() {
         },
     )
     .unwrap();
-    let p = m.graph.plan.as_ref().unwrap();
+    let p = m.plan();
     assert_eq!(p.sum_bytes(), 43_777_856);
     assert_eq!(p.arena_bytes, 5_218_304);
 }
@@ -293,7 +321,7 @@ fn the_checker_catches_overlaps() {
         graph: graph_of(BLOCK),
         weights: None,
     };
-    let (m, _) = passes::optimize(
+    let (m, _) = passes::prepare(
         m,
         &passes::Options {
             level: 2,
@@ -301,11 +329,11 @@ fn the_checker_catches_overlaps() {
         },
     )
     .unwrap();
-    let mut p = m.graph.plan.clone().unwrap();
+    let mut p = m.plan().clone();
     // Put the input where conv1 writes: both live at step 1.
     let conv1 = p.slots[1].offset;
     p.slots[0].offset = conv1;
-    let err = plan::check(&m.graph, &p).unwrap_err();
+    let err = plan::check(m.graph(), &p).unwrap_err().to_string();
     assert!(
         err.contains("`input`") && err.contains("`conv1`") && err.contains("overlap"),
         "{err}"
@@ -342,7 +370,7 @@ proptest! {
             return Ok(());
         };
         let m = Module { graph: g, weights: None };
-        let (m, _) = passes::optimize(m, &passes::Options { level, ..Default::default() }).unwrap();
-        plan::check(&m.graph, m.graph.plan.as_ref().unwrap()).unwrap();
+        let (m, _) = passes::prepare(m, &passes::Options { level, ..Default::default() }).unwrap();
+        plan::check(m.graph(), m.plan()).unwrap();
     }
 }

@@ -28,7 +28,7 @@ fn optimized_ir() {
         "specs/cifar/resnet20.rn",
     ] {
         let g = common::compile(&common::root().join(spec));
-        let (m, _) = passes::optimize(
+        let (m, _) = passes::prepare(
             Module {
                 graph: g,
                 weights: None,
@@ -39,7 +39,7 @@ fn optimized_ir() {
             },
         )
         .unwrap();
-        let name = format!("optimized_{}", m.graph.name);
-        insta::assert_snapshot!(name, text::render(&m.graph));
+        let name = format!("optimized_{}", m.graph().name);
+        insta::assert_snapshot!(name, text::render_planned(m.graph(), m.plan()));
     }
 }

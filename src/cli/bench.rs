@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use ndarray::ArrayD;
 
-use super::run::JitArgs;
-use super::{build, optimize, BuildArgs, OptArgs};
-use crate::backend::jit::{self, gemm};
+use super::{build, BackendArgs, BuildArgs, OptArgs};
 use crate::passes::Module;
 use crate::report::group;
 use crate::weights::{file, init};
@@ -31,7 +29,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
-    pub jit: JitArgs,
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub opt: OptArgs,
 }
@@ -42,8 +40,12 @@ fn pct(v: &[Duration], p: f64) -> Duration {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
+    let backend = match args.backend.backend(args.profile) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
     let start = Instant::now();
-    let Some((g, _)) = build(&args.spec, &args.build.options()) else {
+    let Some((g, sources)) = build(&args.spec, &args.build.options()) else {
         return ExitCode::FAILURE;
     };
     let weights = match &args.weights {
@@ -72,30 +74,20 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     };
     let macs = g.macs();
-    let Some(Module {
+    let module = Module {
         graph: g,
         weights: Some(bound),
-    }) = optimize(
-        Module {
-            graph: g,
-            weights: Some(bound),
-        },
-        &args.opt,
-    )
-    else {
+    };
+    let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
-    let mut opts = args.jit.options();
-    opts.profile = args.profile;
-    let mut c = match jit::compile(&g, &bound, &opts) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(mut c) = super::compile_on(backend.as_ref(), &program, &sources) else {
+        return ExitCode::FAILURE;
     };
     let compile_time = start.elapsed();
-    let x = ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
+    let info = c.info();
+    let name = program.name.clone();
+    let x = ArrayD::from_shape_fn(program.input.shape.dims().to_vec(), |d| {
         ((d[1] * 131 + d[2] * 31 + d[3] * 7) % 255) as f32 / 128.0 - 1.0
     });
     let bar = if args.json {
@@ -108,14 +100,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_prefix(g.name.clone());
+    bar.set_prefix(name.clone());
     let mut times = Vec::new();
-    let mut layer_times: Vec<Vec<Duration>> = vec![Vec::new(); c.steps.len()];
+    let mut layer_times: Vec<Vec<Duration>> = vec![Vec::new(); c.steps().len()];
     for i in 0..args.iters + 2 {
         let t = Instant::now();
         if let Err(e) = c.run(&x) {
             bar.finish_and_clear();
-            eprintln!("error: {e}");
+            super::report(&e, &sources);
             return ExitCode::FAILURE;
         }
         let dt = t.elapsed();
@@ -133,10 +125,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bar.finish_and_clear();
     times.sort();
     let median = pct(&times, 0.5);
-    let batch = g.input_shape().batch();
+    let batch = program.input.shape.batch();
     let flops = 2.0 * macs as f64;
     let gflops = flops / median.as_secs_f64() / 1e9;
-    let peak = c.measure_peak();
+    let peak = c.measure_peak().unwrap_or(f64::NAN);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     // Each step's median time (empty without --profile).
     let med: Vec<Duration> = layer_times
@@ -149,25 +141,26 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         .collect();
     if args.json {
         let layers: Vec<_> = c
-            .steps
+            .steps()
             .iter()
             .zip(&med)
             .map(|(s, d)| {
                 serde_json::json!({
                     "name": s.name,
-                    "how": s.how,
+                    "how": s.strategy.name(),
                     "ms": ms(*d),
                     "gflops": s.flops as f64 / d.as_secs_f64().max(1e-9) / 1e9,
                 })
             })
             .collect();
         let v = serde_json::json!({
-            "network": g.name,
+            "network": name,
             "spec": args.spec.display().to_string(),
+            "backend": backend.name(),
             "batch": batch,
-            "threads": c.threads,
+            "threads": info.threads,
             "opt_level": args.opt.level,
-            "microkernel": gemm::simd_kernel(),
+            "microkernel": info.kernels,
             "load_ms": ms(load_time),
             "compile_ms": ms(compile_time),
             "latency_ms": {"median": ms(median), "p10": ms(pct(&times, 0.1)), "p90": ms(pct(&times, 0.9))},
@@ -175,18 +168,18 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "gflops": gflops,
             "peak_gflops": peak,
             "peak_share": gflops / peak,
-            "arena_bytes": c.arena_bytes(),
+            "arena_bytes": info.arena_bytes,
             "layers": layers,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return ExitCode::SUCCESS;
     }
     println!(
-        "{} batch {batch}, {} threads, -O{}, {} microkernel",
-        g.name,
-        c.threads,
+        "{name} batch {batch}, {} backend, {} threads, -O{}, {} microkernel",
+        backend.name(),
+        info.threads,
         args.opt.level,
-        gemm::simd_kernel()
+        info.kernels
     );
     println!("  compile      {:>9.1} ms  (optimize, pack weights, generate code; weights read in {:.1} ms)", ms(compile_time), ms(load_time));
     println!(
@@ -216,27 +209,28 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "layer", "how", "ms", "time%", "GFLOP/s", "peak%"
         );
         for (i, d) in rows.iter().take(25) {
-            let s = &c.steps[*i];
+            let s = &c.steps()[*i];
             let gf = s.flops as f64 / d.as_secs_f64().max(1e-9) / 1e9;
             println!(
                 "  {:<26} {:<14} {:>9.3} {:>5.1}% {:>9.1} {:>5.0}%",
                 s.name,
-                s.how,
+                s.strategy.name(),
                 ms(*d),
                 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9),
                 gf,
                 100.0 * gf / peak
             );
         }
-        println!("  {} steps, {:.2} ms in all", c.steps.len(), ms(total));
+        println!("  {} steps, {:.2} ms in all", c.steps().len(), ms(total));
         let mut by_how: Vec<(&str, Duration, u64)> = Vec::new();
-        for (s, d) in c.steps.iter().zip(&med) {
-            match by_how.iter_mut().find(|x| x.0 == s.how) {
+        for (s, d) in c.steps().iter().zip(&med) {
+            let how = s.strategy.name();
+            match by_how.iter_mut().find(|x| x.0 == how) {
                 Some(x) => {
                     x.1 += *d;
                     x.2 += s.flops;
                 }
-                None => by_how.push((s.how, *d, s.flops)),
+                None => by_how.push((how, *d, s.flops)),
             }
         }
         for (how, d, f) in by_how {

@@ -5,35 +5,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::ValueEnum;
-
-use super::{build, optimize, BuildArgs, OptArgs};
+use super::{build, BuildArgs, OptArgs};
+use crate::backend::{self, Program};
 use crate::ir::{dot, text, yaml::GraphDoc, Graph};
 use crate::passes::Module;
 use crate::report::{group, si};
 use crate::syntax::SourceMap;
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Emit {
-    /// The textual IR, one value a line.
-    Ir,
-    /// The graph as YAML (round-trips through serde).
-    Yaml,
-    /// Graphviz DOT.
-    Dot,
-    /// The cranelift IR of the JIT's generated function.
-    Clif,
-}
+/// The artifacts of the graph itself; every backend with a listing adds its own.
+const GRAPH_ARTIFACTS: &[(&str, &str)] = &[("ir", "ir"), ("yaml", "yaml"), ("dot", "dot")];
 
-impl Emit {
-    fn ext(self) -> &'static str {
-        match self {
-            Emit::Ir => "ir",
-            Emit::Yaml => "yaml",
-            Emit::Dot => "dot",
-            Emit::Clif => "clif",
-        }
-    }
+fn emit_names() -> Vec<&'static str> {
+    let mut v: Vec<&str> = GRAPH_ARTIFACTS.iter().map(|a| a.0).collect();
+    v.extend(backend::BACKENDS.iter().filter_map(|e| e.emits));
+    v
 }
 
 #[derive(clap::Args, Debug)]
@@ -42,9 +27,18 @@ pub struct CompileArgs {
     /// Folder for the artifacts; `-` prints them to stdout instead.
     #[arg(short, long, default_value = "out")]
     pub output: PathBuf,
-    /// Artifacts to write, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "ir")]
-    pub emit: Vec<Emit>,
+    /// Artifacts to write, comma-separated: the textual IR, YAML, Graphviz
+    /// DOT, or a backend's generated source (clif: the JIT's cranelift IR).
+    #[arg(long, value_delimiter = ',', default_value = "ir", value_parser = clap::builder::PossibleValuesParser::new(emit_names()))]
+    pub emit: Vec<String>,
+    /// The kernel set a listing is generated for (jit: avx512, avx2,
+    /// portable; default: the best this machine runs).
+    #[arg(long, value_name = "NAME")]
+    pub kernels: Option<String>,
+    /// The precision a listing is generated for (f32; tf32, bf16 where the
+    /// backend has them).
+    #[arg(long, value_name = "NAME")]
+    pub precision: Option<String>,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
@@ -60,30 +54,34 @@ pub fn run(args: &CompileArgs) -> ExitCode {
         graph: spec_graph.clone(),
         weights: None,
     };
-    let Some(Module { graph: g, .. }) = optimize(module, &args.opt) else {
+    let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
-    let artifacts: Vec<(Emit, String)> = args
-        .emit
-        .iter()
-        .map(|&e| (e, artifact(&g, e, &sources)))
-        .collect();
+    let mut artifacts: Vec<(String, &str, String)> = Vec::new();
+    for e in &args.emit {
+        match artifact(&program, e, args, &sources) {
+            Ok(Some(a)) => artifacts.push(a),
+            Ok(None) => {}
+            Err(code) => return code,
+        }
+    }
     let elapsed = start.elapsed();
     let to_stdout = args.output.as_os_str() == "-";
     if to_stdout {
-        for (_, text) in &artifacts {
+        for (_, _, text) in &artifacts {
             print!("{text}");
         }
         return ExitCode::SUCCESS;
     }
+    let g = program.prepared().graph();
     print!("{}", summary(&spec_graph, &args.spec.display().to_string()));
-    print!("{}", optimized_line(&spec_graph, &g, args.opt.level));
+    print!("{}", optimized_line(&spec_graph, &program, args.opt.level));
     if let Err(e) = std::fs::create_dir_all(&args.output) {
         eprintln!("error: cannot create `{}`: {e}", args.output.display());
         return ExitCode::FAILURE;
     }
-    for (e, text) in &artifacts {
-        let path = args.output.join(format!("{}.{}", g.name, e.ext()));
+    for (_, ext, text) in &artifacts {
+        let path = args.output.join(format!("{}.{ext}", g.name));
         if let Err(err) = std::fs::write(&path, text) {
             eprintln!("error: cannot write `{}`: {err}", path.display());
             return ExitCode::FAILURE;
@@ -94,27 +92,61 @@ pub fn run(args: &CompileArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn artifact(g: &Graph, e: Emit, sources: &SourceMap) -> String {
-    match e {
-        Emit::Ir => text::render(g),
-        Emit::Dot => dot::render(g),
-        Emit::Yaml => GraphDoc::from_graph(g, Some(sources))
-            .to_yaml()
-            .unwrap_or_else(|err| format!("# cannot serialize: {err}\n")),
-        // Shapes, offsets and code do not depend on weight values: zeros do.
-        Emit::Clif => {
-            match crate::backend::jit::compile(g, &crate::weights::zeros(g), &Default::default()) {
-                Ok(c) => c.clif.clone(),
-                Err(e) => format!("; cannot compile: {e}\n"),
+/// One artifact: its `--emit` name, file extension and text.
+fn artifact(
+    p: &Program,
+    e: &str,
+    args: &CompileArgs,
+    sources: &SourceMap,
+) -> Result<Option<(String, &'static str, String)>, ExitCode> {
+    let g = p.prepared().graph();
+    let graph = match e {
+        "ir" => Some(("ir", text::render_planned(g, p.prepared().plan()))),
+        "dot" => Some(("dot", dot::render(g))),
+        "yaml" => Some((
+            "yaml",
+            GraphDoc::from_graph(g, Some(sources))
+                .to_yaml()
+                .unwrap_or_else(|err| format!("# cannot serialize: {err}\n")),
+        )),
+        _ => None,
+    };
+    if let Some((ext, text)) = graph {
+        return Ok(Some((e.to_string(), ext, text)));
+    }
+    let Some(entry) = backend::emitting(e) else {
+        eprintln!(
+            "error: no artifact `{e}`: expected one of {}",
+            emit_names().join(", ")
+        );
+        return Err(ExitCode::from(2));
+    };
+    let opts = backend::Options {
+        kernels: args.kernels.clone(),
+        precision: args.precision.clone(),
+        ..Default::default()
+    };
+    let b = (entry.new)(&opts).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(2)
+    })?;
+    match b.listing(p) {
+        Ok(Some(l)) => Ok(Some((e.to_string(), l.ext, l.text))),
+        Ok(None) => Ok(None),
+        Err(backend::Refusal(why)) => {
+            for err in &why {
+                super::report(err, sources);
             }
+            Err(ExitCode::FAILURE)
         }
     }
 }
 
 /// What the optimizer did, in one line.
-pub fn optimized_line(before: &Graph, after: &Graph, level: u8) -> String {
+pub fn optimized_line(before: &Graph, p: &Program, level: u8) -> String {
+    let after = p.prepared().graph();
     let sum: u64 = after.nodes().map(|(_, n)| n.shape.numel() * 4).sum();
-    let arena = after.plan.as_ref().map_or(0, |p| p.arena_bytes);
+    let arena = p.arena_bytes;
     format!(
         "  optimized   -O{level}: {} -> {} values, {} parameters; activation arena {} (values sum {})\n",
         before.len(),

@@ -12,7 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::ir::Graph;
+use crate::backend::{self, Backend, Executable, Program, Refusal};
+use crate::ir::{Graph, GraphError};
 use crate::lower::{compile_file, Options};
 use crate::passes;
 use crate::syntax::SourceMap;
@@ -48,7 +49,7 @@ impl BuildArgs {
     }
 }
 
-/// Optimizer flags shared by compile, run and report.
+/// Optimizer flags shared by compile, run, bench and report.
 #[derive(clap::Args, Debug, Clone)]
 pub struct OptArgs {
     /// 0: plan memory only; 1: fold BN, remove dead code and identities;
@@ -77,19 +78,93 @@ impl OptArgs {
     }
 }
 
-/// Run the optimizer, printing what --print-after and --time-passes ask for
-/// to stderr.
-pub fn optimize(m: passes::Module, opt: &OptArgs) -> Option<passes::Module> {
-    match passes::optimize(m, &opt.options()) {
-        Ok((m, log)) => {
+/// Prepare a module for the backends (optimize, legalize, plan memory) and
+/// lower it to a program, printing what --print-after and --time-passes ask
+/// for to stderr; errors are rendered against the spec.
+pub fn program(m: passes::Module, opt: &OptArgs, sources: &SourceMap) -> Option<Program> {
+    let prepared = match passes::prepare(m, &opt.options()) {
+        Ok((p, log)) => {
             eprint!("{}", log.printed);
             if opt.time_passes {
                 eprint!("{}", log.timing());
             }
-            Some(m)
+            p
         }
         Err(e) => {
+            report(&e, sources);
+            return None;
+        }
+    };
+    match Program::lower(prepared) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            report(&e, sources);
+            None
+        }
+    }
+}
+
+/// Print an error after lowering with its spec location.
+pub fn report(e: &GraphError, sources: &SourceMap) {
+    eprint!("{}", e.diagnostic().render(sources, colour()));
+}
+
+/// Backend flags shared by run, bench and compile.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// The backend to run on.
+    #[arg(long, default_value = "jit", value_parser = clap::builder::PossibleValuesParser::new(backend::names()))]
+    pub backend: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Force a conv strategy where it is eligible (jit: blocked, direct-1x1,
+    /// strided-1x1, im2col; experiments).
+    #[arg(long, value_name = "NAME")]
+    pub conv_strategy: Option<String>,
+    /// The kernel set (jit: avx512, avx2, portable; default: the best this
+    /// machine runs).
+    #[arg(long, value_name = "NAME")]
+    pub kernels: Option<String>,
+    /// Arithmetic precision: f32 (every backend) and, where a backend has
+    /// them, tf32 or bf16.
+    #[arg(long, value_name = "NAME")]
+    pub precision: Option<String>,
+}
+
+impl BackendArgs {
+    pub fn options(&self, profile: bool) -> backend::Options {
+        backend::Options {
+            threads: self.threads,
+            conv_strategy: self.conv_strategy.clone(),
+            kernels: self.kernels.clone(),
+            precision: self.precision.clone(),
+            profile,
+            fault: std::env::var("RESNETC_TEST_FAULT").ok(),
+        }
+    }
+
+    /// The backend these flags name, or a usage error (exit 2).
+    pub fn backend(&self, profile: bool) -> Result<Box<dyn Backend>, ExitCode> {
+        backend::by_name(&self.backend, &self.options(profile)).map_err(|e| {
             eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+    }
+}
+
+/// Compile `p` on `b`, rendering every reason it refuses against the spec.
+pub fn compile_on(
+    b: &dyn Backend,
+    p: &Program,
+    sources: &SourceMap,
+) -> Option<Box<dyn Executable>> {
+    match b.compile(p) {
+        Ok(e) => Some(e),
+        Err(Refusal(why)) => {
+            for e in &why {
+                report(e, sources);
+            }
             None
         }
     }

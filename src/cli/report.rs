@@ -40,7 +40,7 @@ pub fn run(args: &ReportArgs) -> ExitCode {
     let opts = args.build.options();
     let mut reports: Vec<Report> = Vec::new();
     for spec in &args.specs {
-        let Some((g, _)) = build(spec, &opts) else {
+        let Some((g, sources)) = build(spec, &opts) else {
             return ExitCode::FAILURE;
         };
         let r = report::build(&g, &spec.display().to_string());
@@ -48,10 +48,14 @@ pub fn run(args: &ReportArgs) -> ExitCode {
             graph: g,
             weights: None,
         };
-        let Some(m) = super::optimize(module, &args.opt) else {
+        let Some(p) = super::program(module, &args.opt, &sources) else {
             return ExitCode::FAILURE;
         };
-        reports.push(report::build::with_optimized(r, &m.graph, args.opt.level));
+        reports.push(report::build::with_optimized(
+            r,
+            p.prepared(),
+            args.opt.level,
+        ));
     }
     let depth = args.depth as usize;
     let text = match (args.format, reports.as_slice()) {

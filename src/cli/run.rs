@@ -4,42 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use clap::ValueEnum;
 use ndarray::{Array4, ArrayD, Axis, Ix2};
 
-use crate::backend::{interp, jit};
-use crate::io::{class_name, image, npy};
+use crate::io::{class_name, image, npy, scores};
 use crate::lower::Options;
 use crate::weights::file;
-
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// Native code from cranelift, GEMMs with fused epilogues, threads.
-    Jit,
-    /// The reference interpreter (ndarray).
-    Interp,
-}
-
-/// JIT flags shared by run and bench.
-#[derive(clap::Args, Debug, Clone)]
-pub struct JitArgs {
-    /// Threads for the JIT's GEMMs (default: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Force a conv strategy where it is eligible (experiments).
-    #[arg(long, value_enum)]
-    pub conv_strategy: Option<jit::ConvStrategy>,
-}
-
-impl JitArgs {
-    pub fn options(&self) -> jit::JitOptions {
-        jit::JitOptions {
-            threads: self.threads,
-            conv_strategy: self.conv_strategy,
-            profile: false,
-        }
-    }
-}
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("data").required(true).args(["input", "image"])))]
@@ -60,10 +29,8 @@ pub struct RunArgs {
     /// Print the K most likely classes of each input.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
-    #[arg(long, value_enum, default_value_t = Backend::Jit)]
-    pub backend: Backend,
     #[command(flatten)]
-    pub jit: JitArgs,
+    pub backend: super::BackendArgs,
     #[command(flatten)]
     pub opt: super::OptArgs,
 }
@@ -99,6 +66,10 @@ fn load_inputs(args: &RunArgs) -> Result<(ArrayD<f32>, Vec<String>), String> {
 }
 
 pub fn run(args: &RunArgs) -> ExitCode {
+    let backend = match args.backend.backend(false) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
     let (x, labels) = match load_inputs(args) {
         Ok(v) => v,
         Err(e) => return fail(e),
@@ -110,7 +81,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         batch: s[0],
         input: Some([s[1], s[2], s[3]]),
     };
-    let Some((g, _)) = super::build(&args.spec, &opts) else {
+    let Some((g, sources)) = super::build(&args.spec, &opts) else {
         return ExitCode::FAILURE;
     };
     let weights = match file::load(&args.weights) {
@@ -125,23 +96,19 @@ pub fn run(args: &RunArgs) -> ExitCode {
         graph: g,
         weights: Some(bound),
     };
-    let Some(crate::passes::Module {
-        graph: g,
-        weights: Some(bound),
-    }) = super::optimize(module, &args.opt)
-    else {
+    let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
     let start = Instant::now();
-    let result = match args.backend {
-        Backend::Interp => {
-            interp::run(&g, &bound, x, &[interp::logits_node(&g)]).map(|mut v| v.remove(0))
-        }
-        Backend::Jit => jit::compile(&g, &bound, &args.jit.options()).and_then(|mut c| c.run(&x)),
+    let Some(mut exe) = super::compile_on(backend.as_ref(), &program, &sources) else {
+        return ExitCode::FAILURE;
     };
-    let logits = match result {
+    let logits = match exe.run(&x) {
         Ok(v) => v,
-        Err(e) => return fail(e),
+        Err(e) => {
+            super::report(&e, &sources);
+            return ExitCode::FAILURE;
+        }
     };
     let elapsed = start.elapsed();
     if let Some(out) = &args.output {
@@ -151,21 +118,18 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     eprintln!(
         "{}: {} inputs in {:.1} ms ({} backend)",
-        g.name,
+        program.name,
         labels.len(),
         elapsed.as_secs_f64() * 1e3,
-        args.backend
-            .to_possible_value()
-            .map_or("?".into(), |v| v.get_name().to_string())
+        backend.name()
     );
     if let (Ok(l2), true) = (logits.view().into_dimensionality::<Ix2>(), args.top > 0) {
-        let probs = interp::kernels::softmax(l2);
+        let probs = scores::softmax(l2);
         let classes = probs.shape()[1];
         for (row, label) in probs.outer_iter().zip(&labels) {
             println!("{label}");
-            let mut idx: Vec<usize> = (0..classes).collect();
-            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-            for &c in idx.iter().take(args.top) {
+            let row: Vec<f32> = row.to_vec();
+            for c in scores::top_k(&row, args.top) {
                 println!(
                     "  {:>6.2}%  {:>4}  {}",
                     row[c] * 100.0,

@@ -2,6 +2,7 @@
 
 pub mod image;
 pub mod npy;
+pub mod scores;
 
 /// The 1000 ImageNet class names, in torchvision's index order.
 pub const IMAGENET_CLASSES: &str = include_str!("../../data/imagenet_classes.txt");

@@ -4,6 +4,7 @@ use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
+use super::error::{GraphError, Stage};
 use super::op::Op;
 use super::shape::Shape;
 use crate::syntax::Span;
@@ -41,8 +42,6 @@ pub struct Graph {
     pub input: NodeIndex,
     pub output: NodeIndex,
     pub stages: Vec<StageInfo>,
-    /// Set by the memory planning pass; any rewrite after it drops it.
-    pub plan: Option<super::plan::MemoryPlan>,
 }
 
 impl Graph {
@@ -56,7 +55,6 @@ impl Graph {
             input: idx,
             output: idx,
             stages: Vec::new(),
-            plan: None,
         }
     }
 
@@ -154,6 +152,19 @@ impl Graph {
         self.order.iter().copied().find(|&i| self.g[i].name == name)
     }
 
+    /// The logits: the input of a final softmax, else the output. Backends
+    /// run the network up to here; scores are the caller's business.
+    pub fn logits(&self) -> NodeIndex {
+        match self.g[self.output].op {
+            Op::Softmax => self
+                .inputs(self.output)
+                .first()
+                .copied()
+                .unwrap_or(self.output),
+            _ => self.output,
+        }
+    }
+
     pub fn output_shape(&self) -> &Shape {
         &self.g[self.output].shape
     }
@@ -182,19 +193,20 @@ impl Graph {
     }
 
     /// Every node's inputs come earlier in the schedule and shapes follow the op rules.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), GraphError> {
+        let fail = |i: NodeIndex, msg: String| GraphError::new(Stage::Prepare, msg).at(self, i);
         let mut seen = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();
         for (i, n) in self.nodes() {
             if !names.insert(n.name.as_str()) {
-                return Err(format!("two values are named `{}`", n.name));
+                return Err(fail(i, "two values have this name".into()));
             }
             let inputs = self.inputs(i);
             for j in &inputs {
                 if !seen.contains(j) {
-                    return Err(format!(
-                        "`{}` reads `{}` before it is computed",
-                        n.name, self.g[*j].name
+                    return Err(fail(
+                        i,
+                        format!("reads `{}` before it is computed", self.g[*j].name),
                     ));
                 }
             }
@@ -203,15 +215,15 @@ impl Graph {
                 match n.op.infer(&shapes) {
                     Ok(s) if s == n.shape => {}
                     Ok(s) => {
-                        return Err(format!(
-                            "`{}` has shape {} but its op gives {s}",
-                            n.name, n.shape
+                        return Err(fail(
+                            i,
+                            format!("has shape {} but its op gives {s}", n.shape),
                         ))
                     }
                     Err(e) => {
-                        return Err(format!(
-                            "`{}`: expected {}, found {}",
-                            n.name, e.expected, e.found
+                        return Err(fail(
+                            i,
+                            format!("expected {}, found {}", e.expected, e.found),
                         ))
                     }
                 }
@@ -219,7 +231,10 @@ impl Graph {
             seen.insert(i);
         }
         if self.order.len() != self.g.node_count() {
-            return Err("some nodes are not scheduled".into());
+            return Err(GraphError::new(
+                Stage::Prepare,
+                "some nodes are not scheduled",
+            ));
         }
         Ok(())
     }

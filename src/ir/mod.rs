@@ -2,6 +2,7 @@
 
 pub mod cost;
 pub mod dot;
+pub mod error;
 pub mod graph;
 pub mod liveness;
 pub mod op;
@@ -10,6 +11,7 @@ pub mod shape;
 pub mod text;
 pub mod yaml;
 
+pub use error::{At, GraphError, Stage};
 pub use graph::{Graph, Node, StageInfo};
 pub use op::{Op, ParamKind, ParamSpec};
 pub use shape::Shape;

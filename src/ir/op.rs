@@ -256,7 +256,13 @@ impl Op {
                 out
             }
             Op::ScaleShift { channels, .. } => {
-                spatial("scale-shift")?;
+                // NCHW, or NxF where a BN after a flatten was legalized.
+                if x.rank() != 4 && x.rank() != 2 {
+                    return Err(ShapeError::new(
+                        "a 4-d NxCxHxW or 2-d NxF input to scale-shift",
+                        format!("{x}"),
+                    ));
+                }
                 if x.channels() != channels {
                     return Err(ShapeError::new(
                         format!("{channels} channels"),

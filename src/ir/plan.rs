@@ -3,6 +3,7 @@
 
 use petgraph::stable_graph::NodeIndex;
 
+use super::error::{GraphError, Stage};
 use super::graph::Graph;
 
 /// Offsets are multiples of this many bytes (a cache line, and AVX-friendly).
@@ -42,26 +43,33 @@ impl MemoryPlan {
 /// No two values live at the same step overlap in the arena, except a value
 /// written in place of one that dies at that step; every value has an
 /// aligned slot of its own size inside the arena.
-pub fn check(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
+pub fn check(g: &Graph, plan: &MemoryPlan) -> Result<(), GraphError> {
+    let fail = |msg: String| GraphError::new(Stage::Prepare, msg);
     if plan.slots.len() != g.len() {
-        return Err(format!("{} slots for {} values", plan.slots.len(), g.len()));
+        return Err(fail(format!(
+            "{} slots for {} values",
+            plan.slots.len(),
+            g.len()
+        )));
     }
     for (s, (i, n)) in plan.slots.iter().zip(g.nodes()) {
         let name = &n.name;
         if s.value != i {
-            return Err(format!("slot for `{name}` is out of schedule order"));
+            return Err(fail(format!("slot for `{name}` is out of schedule order")).at(g, i));
         }
         if s.bytes != n.shape.numel() * super::cost::ELEM_BYTES {
-            return Err(format!(
+            return Err(fail(format!(
                 "slot of `{name}` has {} bytes, the value {}",
                 s.bytes,
                 n.shape.numel() * 4
-            ));
+            ))
+            .at(g, i));
         }
         if s.offset % ALIGN != 0 || s.offset + s.bytes > plan.arena_bytes {
-            return Err(format!(
+            return Err(fail(format!(
                 "slot of `{name}` is unaligned or outside the arena"
-            ));
+            ))
+            .at(g, i));
         }
     }
     for (a_i, a) in plan.slots.iter().enumerate() {
@@ -74,7 +82,7 @@ pub fn check(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
             let handoff = (b.inplace_of == Some(a.value) && a.end == b.start)
                 || (a.inplace_of == Some(b.value) && b.end == a.start);
             if !handoff {
-                return Err(format!(
+                return Err(fail(format!(
                     "`{}` (steps {}..={}, bytes {}..{}) and `{}` (steps {}..={}, bytes {}..{}) overlap",
                     g.node(a.value).name,
                     a.start,
@@ -86,7 +94,8 @@ pub fn check(g: &Graph, plan: &MemoryPlan) -> Result<(), String> {
                     b.end,
                     b.offset,
                     b.offset + b.bytes
-                ));
+                ))
+                .at(g, b.value));
             }
         }
     }

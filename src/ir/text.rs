@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 use super::graph::Graph;
 use super::op::{Op, Residual};
+use super::plan::MemoryPlan;
 
 /// The attributes of an op as `key=value` words.
 pub fn attrs(op: &Op) -> String {
@@ -78,6 +79,15 @@ pub fn attrs(op: &Op) -> String {
 
 /// Render the whole graph.
 pub fn render(g: &Graph) -> String {
+    render_with(g, None)
+}
+
+/// [`render`] with each value's arena offset (and in-place reuse) from `plan`.
+pub fn render_planned(g: &Graph, plan: &MemoryPlan) -> String {
+    render_with(g, Some(plan))
+}
+
+fn render_with(g: &Graph, plan: Option<&MemoryPlan>) -> String {
     let mut rows = Vec::new();
     for (i, n) in g.nodes() {
         let inputs: Vec<&str> = g
@@ -92,7 +102,7 @@ pub fn render(g: &Graph) -> String {
             rhs.push_str(&a);
         }
         let mut shape = n.shape.to_string();
-        if let Some(slot) = g.plan.as_ref().and_then(|p| p.slot(i)) {
+        if let Some(slot) = plan.and_then(|p| p.slot(i)) {
             shape = format!("{shape:<14} @{}", slot.offset);
             if let Some(d) = slot.inplace_of {
                 let _ = write!(shape, " (in place of {})", g.node(d).name);
@@ -111,7 +121,7 @@ pub fn render(g: &Graph) -> String {
         g.output_shape(),
         g.len()
     );
-    match &g.plan {
+    match plan {
         Some(p) => {
             let _ = writeln!(out, ", arena {} bytes", p.arena_bytes);
         }

@@ -77,7 +77,7 @@ impl GraphDoc {
             by_name.insert(n.name.clone(), idx);
         }
         g.stages = Vec::<StageInfo>::new();
-        g.check()?;
+        g.check().map_err(|e| e.to_string())?;
         Ok(g)
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use super::Module;
 
-pub fn run(m: &mut Module) -> Result<bool, String> {
+pub fn run(m: &mut Module) -> Result<bool, crate::ir::GraphError> {
     let g = &m.graph;
     let mut live = HashSet::from([g.output, g.input]);
     let mut stack = vec![g.output];

@@ -9,11 +9,66 @@
 //! rounding (computed in f64). Without weights only the graph changes.
 
 use ndarray::{ArrayD, Axis};
+use petgraph::stable_graph::NodeIndex;
 
-use super::Module;
-use crate::ir::Op;
+use super::{fail, Module};
+use crate::ir::{GraphError, Op};
 
-pub fn run(m: &mut Module) -> Result<bool, String> {
+/// A BN's per-channel affine form: scale `s`, and its beta and mean.
+struct Affine {
+    scale: Vec<f64>,
+    beta: ArrayD<f32>,
+    mean: ArrayD<f32>,
+}
+
+/// Take BN `bn`'s four tensors out of the weights (if any) as an affine.
+fn take_affine(m: &mut Module, bn: NodeIndex, eps: f64) -> Result<Option<Affine>, GraphError> {
+    let name = m.graph.node(bn).name.clone();
+    let Some(w) = &mut m.weights else {
+        return Ok(None);
+    };
+    let mut take = |s: &str| {
+        w.take(&format!("{name}.{s}"))
+            .ok_or_else(|| fail(&m.graph, bn, format!("no weight `{name}.{s}`")))
+    };
+    let (g, beta, mean, var) = (
+        take("weight")?,
+        take("bias")?,
+        take("running_mean")?,
+        take("running_var")?,
+    );
+    let scale = g
+        .iter()
+        .zip(var.iter())
+        .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
+        .collect();
+    Ok(Some(Affine { scale, beta, mean }))
+}
+
+/// Turn BN `bn` into a `scale_shift` in place, its weights into the scale
+/// (`weight`) and shift (`bias`). The legalize pass uses this at every level.
+pub(crate) fn to_scale_shift(m: &mut Module, bn: NodeIndex) -> Result<(), GraphError> {
+    let Op::BatchNorm { channels, eps } = m.graph.node(bn).op else {
+        return Ok(());
+    };
+    let affine = take_affine(m, bn, eps)?;
+    let name = m.graph.node(bn).name.clone();
+    m.graph.node_mut(bn).op = Op::ScaleShift {
+        channels,
+        relu: false,
+    };
+    if let (Some(w), Some(Affine { scale, beta, mean })) = (&mut m.weights, affine) {
+        let s = ArrayD::from_shape_fn(vec![channels], |d| scale[d[0]] as f32);
+        let t = ArrayD::from_shape_fn(vec![channels], |d| {
+            (beta[d[0]] as f64 - mean[d[0]] as f64 * scale[d[0]]) as f32
+        });
+        w.put(format!("{name}.weight"), s);
+        w.put(format!("{name}.bias"), t);
+    }
+    Ok(())
+}
+
+pub fn run(m: &mut Module) -> Result<bool, GraphError> {
     let mut changed = false;
     let bns: Vec<_> = m
         .graph
@@ -28,77 +83,45 @@ pub fn run(m: &mut Module) -> Result<bool, String> {
         let Some(&producer) = m.graph.inputs(bn).first() else {
             continue;
         };
-        let bn_name = m.graph.node(bn).name.clone();
-        let scale_shift = match &mut m.weights {
-            Some(w) => {
-                let mut take = |s: &str| {
-                    w.take(&format!("{bn_name}.{s}"))
-                        .ok_or_else(|| format!("no weight `{bn_name}.{s}`"))
-                };
-                let (g, b, mean, var) = (
-                    take("weight")?,
-                    take("bias")?,
-                    take("running_mean")?,
-                    take("running_var")?,
-                );
-                let s: Vec<f64> = g
-                    .iter()
-                    .zip(var.iter())
-                    .map(|(&g, &v)| g as f64 / (v as f64 + eps).sqrt())
-                    .collect();
-                Some((s, b, mean))
-            }
-            None => None,
-        };
         let foldable = m.graph.users(producer) == [bn]
             && match m.graph.node(producer).op {
                 Op::Conv2d { residual, relu, .. } => residual.is_none() && !relu,
                 Op::Linear { .. } => true,
                 _ => false,
             };
-        if foldable {
-            let name = m.graph.node(producer).name.clone();
-            let had_bias = match &mut m.graph.node_mut(producer).op {
-                Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => std::mem::replace(bias, true),
-                _ => true,
-            };
-            if let (Some(w), Some((s, beta, mean))) = (&mut m.weights, scale_shift) {
-                let mut weight = w
-                    .take(&format!("{name}.weight"))
-                    .ok_or_else(|| format!("no weight `{name}.weight`"))?;
-                for (o, mut row) in weight.axis_iter_mut(Axis(0)).enumerate() {
-                    row.mapv_inplace(|v| (v as f64 * s[o]) as f32);
-                }
-                let old_bias = if had_bias {
-                    w.take(&format!("{name}.bias"))
-                        .ok_or_else(|| format!("no weight `{name}.bias`"))?
-                } else {
-                    ArrayD::zeros(vec![channels])
-                };
-                let bias = ArrayD::from_shape_fn(vec![channels], |d| {
-                    let o = d[0];
-                    ((old_bias[o] as f64 - mean[o] as f64) * s[o] + beta[o] as f64) as f32
-                });
-                w.put(format!("{name}.weight"), weight);
-                w.put(format!("{name}.bias"), bias);
-            }
-            m.graph.replace_uses(bn, producer);
-            m.graph.remove(bn);
-        } else {
-            m.graph.node_mut(bn).op = Op::ScaleShift {
-                channels,
-                relu: false,
-            };
-            if let (Some(w), Some((s, beta, mean))) = (&mut m.weights, scale_shift) {
-                let scale = ArrayD::from_shape_fn(vec![channels], |d| s[d[0]] as f32);
-                let shift = ArrayD::from_shape_fn(vec![channels], |d| {
-                    (beta[d[0]] as f64 - mean[d[0]] as f64 * s[d[0]]) as f32
-                });
-                w.put(format!("{bn_name}.weight"), scale);
-                w.put(format!("{bn_name}.bias"), shift);
-            }
-        }
         changed = true;
+        if !foldable {
+            to_scale_shift(m, bn)?;
+            continue;
+        }
+        let affine = take_affine(m, bn, eps)?;
+        let name = m.graph.node(producer).name.clone();
+        let had_bias = match &mut m.graph.node_mut(producer).op {
+            Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => std::mem::replace(bias, true),
+            _ => true,
+        };
+        if let (Some(w), Some(Affine { scale, beta, mean })) = (&mut m.weights, affine) {
+            let missing = |k: &str| fail(&m.graph, producer, format!("no weight `{k}`"));
+            let key = format!("{name}.weight");
+            let mut weight = w.take(&key).ok_or_else(|| missing(&key))?;
+            for (o, mut row) in weight.axis_iter_mut(Axis(0)).enumerate() {
+                row.mapv_inplace(|v| (v as f64 * scale[o]) as f32);
+            }
+            let old_bias = if had_bias {
+                let key = format!("{name}.bias");
+                w.take(&key).ok_or_else(|| missing(&key))?
+            } else {
+                ArrayD::zeros(vec![channels])
+            };
+            let bias = ArrayD::from_shape_fn(vec![channels], |d| {
+                let o = d[0];
+                ((old_bias[o] as f64 - mean[o] as f64) * scale[o] + beta[o] as f64) as f32
+            });
+            w.put(format!("{name}.weight"), weight);
+            w.put(format!("{name}.bias"), bias);
+        }
+        m.graph.replace_uses(bn, producer);
+        m.graph.remove(bn);
     }
     Ok(changed)
 }

@@ -8,7 +8,7 @@
 use super::Module;
 use crate::ir::Op;
 
-pub fn run(m: &mut Module) -> Result<bool, String> {
+pub fn run(m: &mut Module) -> Result<bool, crate::ir::GraphError> {
     let mut changed = false;
     let relus: Vec<_> = m
         .graph

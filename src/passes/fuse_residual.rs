@@ -12,7 +12,7 @@ use super::{positions, Module};
 use crate::ir::op::Residual;
 use crate::ir::Op;
 
-pub fn run(m: &mut Module) -> Result<bool, String> {
+pub fn run(m: &mut Module) -> Result<bool, crate::ir::GraphError> {
     let mut changed = false;
     let adds: Vec<_> = m
         .graph

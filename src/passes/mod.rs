@@ -1,20 +1,24 @@
 //! The optimizer: named passes in a printable pipeline, run to a capped
-//! fixpoint, with the graph's invariants checked after every pass.
+//! fixpoint, with the graph's invariants checked after every pass; then
+//! [`prepare`] legalizes and plans memory, and hands out the [`Prepared`]
+//! graph that every backend takes.
 //!
 //! A pass takes a [`Module`] (the graph, and the weights when there are any)
 //! and says whether it changed anything. Rewrites keep weights and graph in
-//! step; a failed invariant names the pass that broke it.
+//! step; a failed invariant names the pass that broke it and the value.
 
 pub mod dce;
 pub mod fold_bn;
 pub mod fuse_relu;
 pub mod fuse_residual;
+pub mod legalize;
 pub mod plan_memory;
 pub mod remove_identity;
 
 use std::time::{Duration, Instant};
 
-use crate::ir::{text, Graph};
+use crate::ir::plan::MemoryPlan;
+use crate::ir::{text, Graph, GraphError, Stage};
 use crate::weights::BoundWeights;
 
 /// What the passes rewrite: the graph, and its weights if it has any.
@@ -24,7 +28,14 @@ pub struct Module {
     pub weights: Option<BoundWeights>,
 }
 
-pub type PassFn = fn(&mut Module) -> Result<bool, String>;
+/// Whether the pass changed anything; an error names the value it is about
+/// (the pass manager fills in the pass's name).
+pub type PassFn = fn(&mut Module) -> Result<bool, GraphError>;
+
+/// A pass's error about value `i` (the pass manager sets the stage).
+pub(crate) fn fail(g: &Graph, i: petgraph::stable_graph::NodeIndex, msg: String) -> GraphError {
+    GraphError::new(Stage::Prepare, msg).at(g, i)
+}
 
 #[derive(Clone, Copy)]
 pub struct Pass {
@@ -59,13 +70,17 @@ pub const REMOVE_IDENTITY: Pass = Pass {
     run: remove_identity::run,
     about: "remove ops that return their input (1x1 pooling, relu of relu...)",
 };
-pub const PLAN_MEMORY: Pass = Pass {
-    name: "plan-memory",
-    run: plan_memory::run,
-    about: "schedule, liveness, in-place reuse and arena offsets",
+pub const LEGALIZE: Pass = Pass {
+    name: "legalize",
+    run: legalize::run,
+    about: "every batch norm left becomes a scale-shift: no backend sees batch_norm",
 };
+/// Not a rewrite: the stage that computes the [`MemoryPlan`] (listed, timed
+/// and printed like the passes).
+pub const PLAN_MEMORY: &str = "plan-memory";
 
-/// The rewrites run to a fixpoint at each level; memory planning runs once after.
+/// The rewrites run to a fixpoint at each level; [`prepare`] then runs
+/// [`LEGALIZE`] and plans memory at every level.
 pub fn rewrites(level: u8) -> Vec<Pass> {
     match level {
         0 => vec![],
@@ -74,25 +89,28 @@ pub fn rewrites(level: u8) -> Vec<Pass> {
     }
 }
 
-/// The whole pipeline of a level, in the order it runs.
-pub fn pipeline(level: u8) -> Vec<Pass> {
-    let mut p = rewrites(level);
+/// The names of a level's whole pipeline, in the order it runs.
+pub fn pipeline(level: u8) -> Vec<&'static str> {
+    let mut p: Vec<&str> = rewrites(level).iter().map(|p| p.name).collect();
+    p.push(LEGALIZE.name);
     p.push(PLAN_MEMORY);
     p
 }
 
 pub fn pass_names() -> Vec<&'static str> {
-    [
+    let mut v: Vec<&str> = [
         FOLD_BN,
         FUSE_RESIDUAL,
         FUSE_RELU,
         DCE,
         REMOVE_IDENTITY,
-        PLAN_MEMORY,
+        LEGALIZE,
     ]
     .iter()
     .map(|p| p.name)
-    .collect()
+    .collect();
+    v.push(PLAN_MEMORY);
+    v
 }
 
 /// The rewrite loop stops after this many rounds even if passes still change things.
@@ -155,30 +173,33 @@ impl Log {
 }
 
 /// Check what every pass must keep true; `Err` names what broke.
-pub fn verify(m: &Module) -> Result<(), String> {
+pub fn verify(m: &Module) -> Result<(), GraphError> {
     m.graph.check()?;
-    for (_, n) in m.graph.nodes() {
+    for (i, n) in m.graph.nodes() {
         if n.span.end <= n.span.start && n.name != "input" {
-            return Err(format!("`{}` lost its source span", n.name));
+            return Err(fail(&m.graph, i, "lost its source span".into()));
         }
     }
     if let Some(w) = &m.weights {
-        w.fits(&m.graph)?;
-    }
-    if let Some(p) = &m.graph.plan {
-        crate::ir::plan::check(&m.graph, p)?;
+        w.fits(&m.graph)
+            .map_err(|e| GraphError::new(Stage::Prepare, e))?;
     }
     Ok(())
 }
 
-fn run_pass(p: &Pass, m: &mut Module, opts: &Options, log: &mut Log) -> Result<bool, String> {
+fn run_pass(p: &Pass, m: &mut Module, opts: &Options, log: &mut Log) -> Result<bool, GraphError> {
+    let stage = |mut e: GraphError| {
+        e.stage = Stage::Pass(p.name);
+        e
+    };
     let t = Instant::now();
-    let changed = (p.run)(m).map_err(|e| format!("pass `{}` failed: {e}", p.name))?;
+    let changed = (p.run)(m).map_err(stage)?;
     log.record(p.name, changed, t.elapsed());
-    if changed && p.name != PLAN_MEMORY.name {
-        m.graph.plan = None;
-    }
-    verify(m).map_err(|e| format!("pass `{}` broke the graph: {e}", p.name))?;
+    verify(m).map_err(|e| {
+        let mut e = stage(e);
+        e.message = format!("broke the graph: {}", e.message);
+        e
+    })?;
     if opts.print_after_all || opts.print_after.iter().any(|n| n == p.name) {
         log.printed.push_str(&format!(
             "# after {} (round {}{})\n{}",
@@ -191,19 +212,77 @@ fn run_pass(p: &Pass, m: &mut Module, opts: &Options, log: &mut Log) -> Result<b
     Ok(changed)
 }
 
-/// Run the pipeline of `opts.level`.
-pub fn optimize(m: Module, opts: &Options) -> Result<(Module, Log), String> {
-    run_pipeline(m, &rewrites(opts.level), opts)
+/// The graph as every backend takes it: optimized, legalized (no
+/// `batch_norm` at any level), memory-planned and checked, with its weights
+/// rewritten to match when it has them. Only [`prepare`] makes one, so no
+/// backend can be handed a graph that skipped a step.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    graph: Graph,
+    plan: MemoryPlan,
+    weights: Option<BoundWeights>,
+    level: u8,
 }
 
-/// Run `rewrites` to a capped fixpoint, then plan memory.
-pub fn run_pipeline(
+impl Prepared {
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+    /// The weights, rewritten by the passes (BN folded); `None` when the
+    /// graph was prepared without them (`compile --emit`, reports).
+    pub fn weights(&self) -> Option<&BoundWeights> {
+        self.weights.as_ref()
+    }
+    /// The optimization level it was prepared at.
+    pub fn level(&self) -> u8 {
+        self.level
+    }
+}
+
+/// Optimize at `opts.level`, legalize and plan memory.
+pub fn prepare(m: Module, opts: &Options) -> Result<(Prepared, Log), GraphError> {
+    prepare_with(m, &rewrites(opts.level), opts)
+}
+
+/// Legalize and plan a rewritten module.
+fn finish(mut m: Module, opts: &Options, log: &mut Log) -> Result<Prepared, GraphError> {
+    run_pass(&LEGALIZE, &mut m, opts, log)?;
+    let t = Instant::now();
+    let plan = plan_memory::plan(&m.graph);
+    log.record(PLAN_MEMORY, true, t.elapsed());
+    crate::ir::plan::check(&m.graph, &plan).map_err(|mut e| {
+        e.stage = Stage::Pass(PLAN_MEMORY);
+        e
+    })?;
+    if opts.print_after_all || opts.print_after.iter().any(|n| n == PLAN_MEMORY) {
+        log.printed.push_str(&format!(
+            "# after {PLAN_MEMORY}\n{}",
+            text::render_planned(&m.graph, &plan)
+        ));
+    }
+    Ok(Prepared {
+        graph: m.graph,
+        plan,
+        weights: m.weights,
+        level: opts.level,
+    })
+}
+
+/// Run `rewrites` to a capped fixpoint (and nothing else: tests of single
+/// passes use this).
+pub fn rewrite(
     mut m: Module,
     rewrites: &[Pass],
     opts: &Options,
-) -> Result<(Module, Log), String> {
+) -> Result<(Module, Log), GraphError> {
     let mut log = Log::default();
-    verify(&m).map_err(|e| format!("the input graph is broken: {e}"))?;
+    verify(&m).map_err(|mut e| {
+        e.message = format!("the input graph is broken: {}", e.message);
+        e
+    })?;
     while !rewrites.is_empty() && log.rounds < MAX_ROUNDS {
         log.rounds += 1;
         let mut changed = false;
@@ -214,8 +293,19 @@ pub fn run_pipeline(
             break;
         }
     }
-    run_pass(&PLAN_MEMORY, &mut m, opts, &mut log)?;
     Ok((m, log))
+}
+
+/// Run `rewrites` to a fixpoint, then legalize and plan: [`prepare`] with a
+/// pipeline of one's own (experiments, tests).
+pub fn prepare_with(
+    m: Module,
+    rewrites: &[Pass],
+    opts: &Options,
+) -> Result<(Prepared, Log), GraphError> {
+    let (m, mut log) = rewrite(m, rewrites, opts)?;
+    let p = finish(m, opts, &mut log)?;
+    Ok((p, log))
 }
 
 /// The schedule position of every value.

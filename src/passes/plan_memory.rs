@@ -1,6 +1,6 @@
 //! Memory planning: one arena for all activations.
 //!
-//! Contract: sets `graph.plan`, a slot (offset, size, live steps) for every
+//! Contract: [`plan`] gives a slot (offset, size, live steps) for every
 //! value, such that no two values live at one step share bytes, except an
 //! elementwise result written over an input that dies at that very step
 //! (relu, scale-shift, add, or a conv's residual: the epilogue reads each
@@ -10,7 +10,6 @@
 
 use petgraph::stable_graph::NodeIndex;
 
-use super::Module;
 use crate::ir::liveness;
 use crate::ir::op::Residual;
 use crate::ir::plan::{MemoryPlan, Slot, ALIGN};
@@ -98,9 +97,4 @@ pub fn plan(g: &Graph) -> MemoryPlan {
         slots,
         arena_bytes: arena.div_ceil(ALIGN) * ALIGN,
     }
-}
-
-pub fn run(m: &mut Module) -> Result<bool, String> {
-    m.graph.plan = Some(plan(&m.graph));
-    Ok(true)
 }

@@ -40,7 +40,7 @@ fn is_identity(m: &Module, i: petgraph::stable_graph::NodeIndex) -> bool {
     }
 }
 
-pub fn run(m: &mut Module) -> Result<bool, String> {
+pub fn run(m: &mut Module) -> Result<bool, crate::ir::GraphError> {
     let found: Vec<_> = m
         .graph
         .order

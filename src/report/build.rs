@@ -217,7 +217,8 @@ pub fn build(g: &Graph, spec: &str) -> Report {
 }
 
 /// Add the optimized graph's totals to a report of the spec's graph.
-pub fn with_optimized(mut r: Report, opt: &Graph, level: u8) -> Report {
+pub fn with_optimized(mut r: Report, prepared: &crate::passes::Prepared, level: u8) -> Report {
+    let opt = prepared.graph();
     let o = build(opt, &r.spec);
     r.optimized = Some(Optimized {
         opt_level: level,
@@ -230,7 +231,7 @@ pub fn with_optimized(mut r: Report, opt: &Graph, level: u8) -> Report {
         weight_bytes: o.totals.weight_bytes,
         activation_bytes_sum: o.totals.activation_bytes_sum,
         peak_activation_bytes: o.totals.peak_activation_bytes,
-        arena_bytes: opt.plan.as_ref().map_or(0, |p| p.arena_bytes),
+        arena_bytes: prepared.plan().arena_bytes,
     });
     r
 }

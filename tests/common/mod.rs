@@ -24,20 +24,32 @@ pub fn compile_with(path: &Path, opts: &Options) -> Graph {
     }
 }
 
-/// A spec's graph through the optimizer at `level`, without weights.
-pub fn optimized(path: &Path, level: u8) -> Graph {
-    let m = resnetc::passes::Module {
-        graph: compile(path),
-        weights: None,
-    };
+/// A spec's graph prepared at `level`, without weights.
+pub fn optimized(path: &Path, level: u8) -> resnetc::passes::Prepared {
+    prepare(compile(path), None, level)
+}
+
+/// A graph (and its weights) prepared at `level`.
+pub fn prepare(
+    g: Graph,
+    w: Option<&resnetc::weights::Weights>,
+    level: u8,
+) -> resnetc::passes::Prepared {
+    let weights = w.map(|w| w.clone().bind(&g, "test").expect("weights fit"));
+    let m = resnetc::passes::Module { graph: g, weights };
     let opts = resnetc::passes::Options {
         level,
         ..Default::default()
     };
-    match resnetc::passes::optimize(m, &opts) {
-        Ok((m, _)) => m.graph,
-        Err(e) => panic!("{} -O{level}: {e}", path.display()),
+    match resnetc::passes::prepare(m, &opts) {
+        Ok((m, _)) => m,
+        Err(e) => panic!("-O{level}: {e}"),
     }
+}
+
+/// A graph and weights prepared at `level` and lowered to a program.
+pub fn program(g: &Graph, w: &resnetc::weights::Weights, level: u8) -> resnetc::backend::Program {
+    resnetc::backend::Program::lower(prepare(g.clone(), Some(w), level)).expect("lowers")
 }
 
 /// Every spec and example, relative to the crate root.
@@ -84,7 +96,7 @@ pub fn finite_run(
             w.insert(k, t);
         }
         let b = w.clone().bind(g, "init").unwrap();
-        let y = interp::run(g, &b, x.clone(), &[interp::logits_node(g)])
+        let y = interp::run(g, &b, x.clone(), &[g.logits()])
             .unwrap()
             .remove(0);
         if y.iter().all(|v| v.is_finite() && v.abs() < 1e6) {

@@ -97,9 +97,20 @@ pub fn scale_shift(
     y
 }
 
-/// Max pooling with implicit -inf padding, floor rounding.
+/// Max pooling with implicit -inf padding, floor rounding. A NaN in a
+/// window is the window's maximum, as in PyTorch (`f32::max` would drop it).
 pub fn max_pool(x: ArrayView4<f32>, k: usize, stride: usize, pad: usize) -> Array4<f32> {
-    pool(x, k, stride, pad, f32::NEG_INFINITY, f32::max, |m, _| m)
+    let max = |a: f32, b: f32| if b > a || b.is_nan() { b } else { a };
+    pool(x, k, stride, pad, f32::NEG_INFINITY, max, |m, _| m)
+}
+
+/// ReLU as PyTorch computes it: NaN stays NaN (`f32::max(NaN, 0)` is 0).
+pub fn relu(v: f32) -> f32 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
 }
 
 /// Average pooling; padding counts as zeros in the average (PyTorch's

@@ -1,15 +1,113 @@
 //! The reference interpreter: walks the schedule, runs each op's plain kernel,
-//! frees each value after its last reader.
+//! frees each value after its last reader. As a backend it runs the prepared
+//! graph itself, not the program's steps: an independent oracle for the
+//! shared lowering the other backends take.
 
 pub mod kernels;
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use ndarray::{ArrayD, Ix2, Ix4, IxDyn};
 use petgraph::stable_graph::NodeIndex;
 
-use super::RunError;
+use super::{Backend, Entry, Executable, Info, Listing, Program, Refusal};
+use super::{StepInfo, Strategy};
 use crate::ir::op::Residual;
-use crate::ir::{Graph, Op};
+use crate::ir::{Graph, GraphError, Op, Stage};
+use crate::passes::Prepared;
 use crate::weights::BoundWeights;
+
+pub const ENTRY: Entry = Entry {
+    name: "interp",
+    about: "the reference interpreter (ndarray): plain kernels, the oracle",
+    emits: None,
+    new: |_| Ok(Box::new(Interp) as Box<dyn Backend>),
+};
+
+const STAGE: Stage = Stage::Run("interp");
+
+struct Interp;
+
+impl Backend for Interp {
+    fn name(&self) -> &'static str {
+        ENTRY.name
+    }
+
+    fn check(&self, _: &Program) -> Vec<GraphError> {
+        Vec::new()
+    }
+
+    fn compile(&self, p: &Program) -> Result<Box<dyn Executable>, Refusal> {
+        let start = Instant::now();
+        if p.prepared().weights().is_none() {
+            return Err(GraphError::new(
+                Stage::Backend(ENTRY.name),
+                "running a network needs its weights",
+            )
+            .into());
+        }
+        let g = p.prepared().graph();
+        let steps = g
+            .nodes()
+            .filter(|&(i, _)| i != g.input)
+            .map(|(i, n)| {
+                let shapes: Vec<_> = g
+                    .inputs(i)
+                    .iter()
+                    .map(|&j| g.node(j).shape.clone())
+                    .collect();
+                let shapes: Vec<_> = shapes.iter().collect();
+                StepInfo {
+                    name: n.name.clone(),
+                    op: n.op.kind(),
+                    strategy: Strategy::Reference,
+                    flops: n.op.cost(&shapes, &n.shape).flops.total(),
+                }
+            })
+            .collect();
+        Ok(Box::new(Compiled {
+            prepared: p.prepared_arc(),
+            steps,
+            compile_time: start.elapsed(),
+        }))
+    }
+
+    fn listing(&self, _: &Program) -> Result<Option<Listing>, Refusal> {
+        Ok(None)
+    }
+}
+
+struct Compiled {
+    prepared: Arc<Prepared>,
+    steps: Vec<StepInfo>,
+    compile_time: std::time::Duration,
+}
+
+impl Executable for Compiled {
+    fn run(&mut self, x: &ArrayD<f32>) -> Result<ArrayD<f32>, GraphError> {
+        let g = self.prepared.graph();
+        let w = self
+            .prepared
+            .weights()
+            .ok_or_else(|| GraphError::new(STAGE, "no weights"))?;
+        let mut out = run(g, w, x.clone(), &[g.logits()])?;
+        out.pop().ok_or_else(|| GraphError::new(STAGE, "no logits"))
+    }
+
+    fn steps(&self) -> &[StepInfo] {
+        &self.steps
+    }
+
+    fn info(&self) -> Info {
+        Info {
+            threads: 1,
+            kernels: "reference (ndarray, matrixmultiply)".into(),
+            arena_bytes: 0,
+            compile_time: self.compile_time,
+        }
+    }
+}
 
 /// Run the graph on `input` (its shape must be the graph's input shape) and
 /// return the values of `targets`, in order.
@@ -18,18 +116,21 @@ pub fn run(
     w: &BoundWeights,
     input: ArrayD<f32>,
     targets: &[NodeIndex],
-) -> Result<Vec<ArrayD<f32>>, RunError> {
+) -> Result<Vec<ArrayD<f32>>, GraphError> {
     if input.shape() != g.input_shape().dims() {
-        return Err(RunError(format!(
-            "input: expected shape {}, found {}",
-            g.input_shape(),
-            input
-                .shape()
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join("x")
-        )));
+        return Err(GraphError::new(
+            STAGE,
+            format!(
+                "input: expected shape {}, found {}",
+                g.input_shape(),
+                input
+                    .shape()
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("x")
+            ),
+        ));
     }
     // Readers left per value; a value is dropped when it reaches zero.
     let mut readers: std::collections::HashMap<NodeIndex, usize> = g
@@ -77,17 +178,17 @@ pub fn run(
         .iter()
         .map(|t| {
             kept.remove(t)
-                .ok_or_else(|| RunError(format!("no value {:?} in the graph", t)))
+                .ok_or_else(|| GraphError::new(STAGE, format!("no value {t:?} in the graph")))
         })
         .collect()
 }
 
-fn internal(g: &Graph, i: NodeIndex, what: &str) -> RunError {
-    RunError(format!(
-        "internal error at `{}` ({}): {what}",
-        g.node(i).name,
-        g.node(i).op.kind()
-    ))
+fn internal(g: &Graph, i: NodeIndex, what: &str) -> GraphError {
+    GraphError::new(
+        STAGE,
+        format!("internal error ({}): {what}", g.node(i).op.kind()),
+    )
+    .at(g, i)
 }
 
 fn eval(
@@ -96,7 +197,7 @@ fn eval(
     op: &Op,
     args: &[&ArrayD<f32>],
     w: &BoundWeights,
-) -> Result<ArrayD<f32>, RunError> {
+) -> Result<ArrayD<f32>, GraphError> {
     let name = &g.node(i).name;
     let x4 = || {
         args[0]
@@ -160,29 +261,22 @@ fn eval(
                 }
             }
             if relu {
-                y.mapv_inplace(|v| v.max(0.0));
+                y.mapv_inplace(kernels::relu);
             }
             y.into_dyn()
         }
         Op::ScaleShift { relu, .. } => {
-            let mut y = kernels::scale_shift(x4()?, p1("weight")?, p1("bias")?);
+            // A 2-d NxF input is NxFx1x1 to the same kernel.
+            let (x, shape) = as_nchw(args[0]).ok_or_else(|| internal(g, i, "scale-shift input"))?;
+            let mut y = kernels::scale_shift(x.view(), p1("weight")?, p1("bias")?);
             if relu {
-                y.mapv_inplace(|v| v.max(0.0));
+                y.mapv_inplace(kernels::relu);
             }
-            y.into_dyn()
+            y.into_shape_with_order(IxDyn(&shape))
+                .map_err(|_| internal(g, i, "scale-shift output"))?
         }
         Op::BatchNorm { eps, .. } => {
-            // A 2-d NxF input is NxFx1x1 to the same kernel.
-            let x = args[0].view();
-            let shape = x.shape().to_vec();
-            let x = x
-                .to_shape((
-                    shape[0],
-                    shape[1],
-                    *shape.get(2).unwrap_or(&1),
-                    *shape.get(3).unwrap_or(&1),
-                ))
-                .map_err(|_| internal(g, i, "batch norm input"))?;
+            let (x, shape) = as_nchw(args[0]).ok_or_else(|| internal(g, i, "batch norm input"))?;
             let y = kernels::batch_norm(
                 x.view(),
                 p1("weight")?,
@@ -194,7 +288,7 @@ fn eval(
             y.into_shape_with_order(IxDyn(&shape))
                 .map_err(|_| internal(g, i, "batch norm output"))?
         }
-        Op::Relu => args[0].mapv(|v| v.max(0.0)),
+        Op::Relu => args[0].mapv(kernels::relu),
         Op::MaxPool {
             kernel,
             stride,
@@ -233,10 +327,18 @@ fn eval(
     })
 }
 
-/// The logits: the input of a final softmax, else the output.
-pub fn logits_node(g: &Graph) -> NodeIndex {
-    match g.node(g.output).op {
-        Op::Softmax => g.inputs(g.output).first().copied().unwrap_or(g.output),
-        _ => g.output,
-    }
+/// A 4-d array as it is, or a 2-d NxF one as NxFx1x1; and its own shape.
+fn as_nchw(x: &ArrayD<f32>) -> Option<(ndarray::Array4<f32>, Vec<usize>)> {
+    let shape = x.shape().to_vec();
+    let dims = match shape[..] {
+        [n, c, h, w] => (n, c, h, w),
+        [n, f] => (n, f, 1, 1),
+        _ => return None,
+    };
+    let y = x
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order(dims)
+        .ok()?;
+    Some((y, shape))
 }

@@ -9,8 +9,14 @@
 //! registers, then bias, residual and ReLU are applied as it is stored.
 //! Padding costs nothing: each row and column class has its own list of
 //! the taps that fall inside the input, made once at compile time.
+//!
+//! This is the frame; the tiles come from a kernel set ([`Kernels`]): up to
+//! 4 blocks a tile on AVX-512, one (as two halves, or plain Rust) elsewhere.
 
-use super::team::{Sendable, Team};
+use std::sync::Arc;
+
+use super::kernels::{BlockedTile, Kernels};
+use super::team::{TaskPtr, Team};
 
 /// Channels per block: one AVX-512 vector (two AVX2 ones).
 pub const BLOCK: usize = 16;
@@ -52,16 +58,9 @@ impl Geom {
     }
 }
 
-/// Whether this machine runs blocked convs: AVX-512 (a tile of 4 blocks),
-/// or AVX2 with FMA (a block as two 8-lane halves, one block a tile).
-pub fn supported() -> bool {
-    super::gemm::avx512() || super::gemm::avx2()
-}
-
-/// Whether [`Conv`] can run a conv of this geometry on this machine.
+/// Whether [`Conv`] can run a conv of this geometry (with any kernel set).
 pub fn eligible(g: &Geom) -> bool {
-    supported()
-        && g.o.is_multiple_of(BLOCK)
+    g.o.is_multiple_of(BLOCK)
         && (g.input == Input::Planar || g.c.is_multiple_of(BLOCK))
         && matches!(g.pixel_step(), 1 | 2 | 16 | 32)
         && g.kernel > 0
@@ -72,9 +71,9 @@ pub fn eligible(g: &Geom) -> bool {
 /// One entry per tap that falls inside the input: where its value is,
 /// relative to the tile's first pixel, and which k-step of weights it takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tap {
-    x: i32,
-    k: u32,
+pub struct Tap {
+    pub x: i32,
+    pub k: u32,
 }
 
 /// A run of output pixels `ox0..ox0 + len` of one row sharing a column class.
@@ -85,14 +84,19 @@ struct Tile {
     class: usize,
 }
 
-/// A compiled direct conv: packed weights and tap lists.
-pub struct Conv {
+/// A direct conv whose weights are packed into a [`Store`] not yet shared:
+/// [`Packed::bind`] hands it the store once every conv is packed.
+pub struct Packed(Conv<()>);
+
+/// A compiled direct conv: packed weights and tap lists. `S` holds the
+/// weight store: the conv cannot outlive it (an `Arc`), by type.
+pub struct Conv<S = Arc<Store>> {
+    store: S,
     g: Geom,
+    kernels: &'static Kernels,
     /// Per group of `OB` output blocks: `k` steps of `blocks * 16` weights,
-    /// in the network's [`Store`] or in `_own`.
-    groups: Vec<(*const f32, usize)>,
-    /// Holds the groups not in a store.
-    _own: Vec<Vec<f32>>,
+    /// at (offset, length) in floats in the store.
+    groups: Vec<(usize, usize)>,
     /// `k` = input channels x kernel x kernel.
     k: usize,
     /// Tap lists by (row class, column class).
@@ -116,17 +120,44 @@ pub struct Conv {
     subsampled: Option<Subsampled>,
 }
 
+impl Packed {
+    /// The conv, reading its weights from `store` (the one it was packed into).
+    pub fn bind(self, store: Arc<Store>) -> Conv {
+        let c = self.0;
+        Conv {
+            store,
+            g: c.g,
+            kernels: c.kernels,
+            groups: c.groups,
+            k: c.k,
+            taps: c.taps,
+            bounds: c.bounds,
+            col_classes: c.col_classes,
+            row_class: c.row_class,
+            tiles: c.tiles,
+            border_cols: c.border_cols,
+            flat: c.flat,
+            bias: c.bias,
+            relu: c.relu,
+            kc: c.kc,
+            subsampled: c.subsampled,
+        }
+    }
+}
+
 impl Conv {
-    /// Pack `weight` (`o x c x kernel x kernel`, row-major) for `g`, into
-    /// `store` while it has room; the epilogue adds `bias` (`o` values) and
-    /// applies ReLU if `relu`.
-    pub fn new(
+    /// Pack `weight` (`o x c x kernel x kernel`, row-major) for `g` into
+    /// `store`, for the tiles of kernel set `kernels`; the epilogue adds
+    /// `bias` (`o` values) and applies ReLU if `relu`. `None` if the store
+    /// has no room left.
+    pub fn pack(
         outer: Geom,
         weight: &[f32],
         bias: Option<Vec<f32>>,
         relu: bool,
-        mut store: Option<&mut Store>,
-    ) -> Conv {
+        kernels: &'static Kernels,
+        store: &mut Store,
+    ) -> Option<Packed> {
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
         // input subsampled: read in place, its pixels' lines (and their
         // prefetched neighbours) came from memory once per group.
@@ -158,29 +189,21 @@ impl Conv {
             }
         };
         let blocks = g.o / BLOCK;
-        let mut own = Vec::new();
-        let groups = (0..blocks.div_ceil(OB))
-            .map(|grp| {
-                let nb = (blocks - grp * OB).min(OB);
-                let len = k * nb * BLOCK;
-                let v: &mut [f32] = match store.as_deref_mut().and_then(|st| st.take(len)) {
-                    Some(v) => v,
-                    None => {
-                        own.push(vec![0.0f32; len]);
-                        own.last_mut().map_or(&mut [], |v| v.as_mut_slice())
-                    }
-                };
-                for s in 0..k {
-                    let (c, ky, kx) = step(s);
-                    for o in 0..nb * BLOCK {
-                        let oc = grp * OB * BLOCK + o;
-                        v[s * nb * BLOCK + o] =
-                            weight[((oc * g.c + c) * g.kernel + ky) * g.kernel + kx];
-                    }
+        let mut groups = Vec::new();
+        for grp in 0..blocks.div_ceil(OB) {
+            let nb = (blocks - grp * OB).min(OB);
+            let len = k * nb * BLOCK;
+            let (offset, v) = store.take(len)?;
+            for s in 0..k {
+                let (c, ky, kx) = step(s);
+                for o in 0..nb * BLOCK {
+                    let oc = grp * OB * BLOCK + o;
+                    v[s * nb * BLOCK + o] =
+                        weight[((oc * g.c + c) * g.kernel + ky) * g.kernel + kx];
                 }
-                (v.as_ptr(), len)
-            })
-            .collect();
+            }
+            groups.push((offset, len));
+        }
         // The taps inside the input for an output row / column: a range of ky / kx.
         let inside = |o: usize, len: usize| -> (usize, usize) {
             let first = (o * g.stride) as isize - g.pad as isize;
@@ -250,14 +273,16 @@ impl Conv {
             .map(|i| (i, cols[i]))
             .collect();
         let inner: Vec<Option<usize>> = (0..g.ow).map(|i| (!short(i)).then_some(cols[i])).collect();
+        let max_width = kernels.blocked.max_width;
         let tiles = [
             row_tiles(&inner, max_width(OB)),
             row_tiles(&inner, max_width(last)),
         ];
-        Conv {
+        Some(Packed(Conv {
+            store: (),
             g,
+            kernels,
             groups,
-            _own: own,
             k,
             taps,
             bounds,
@@ -275,15 +300,15 @@ impl Conv {
                 buf: std::cell::UnsafeCell::new(Vec::new()),
             }),
             flat,
-        }
+        }))
     }
+}
 
+impl Conv {
     /// Group `grp`'s packed weights.
     fn group(&self, grp: usize) -> &[f32] {
-        let (ptr, len) = self.groups[grp];
-        // SAFETY: `groups` points into `_own` or into the store that outlives
-        // the conv, and the weights are never written after packing.
-        unsafe { std::slice::from_raw_parts(ptr, len) }
+        let (offset, len) = self.groups[grp];
+        self.store.slice(offset, len)
     }
 
     /// `out = relu?(conv(x) + bias + res)` for `n` images, on `team`.
@@ -317,8 +342,23 @@ impl Conv {
                 )
             })
             .collect();
-        let io = Sendable((x, bias, res, out));
+        // SAFETY: the tasks read x, bias and res, and each writes its own
+        // output rows (res may be out: each element is read, then written).
+        let io = unsafe {
+            (
+                TaskPtr::reading(x),
+                TaskPtr::reading(bias),
+                TaskPtr::reading(res),
+                TaskPtr::new(out),
+            )
+        };
         team.run(parts.len(), &|t| {
+            let io = (
+                io.0.get() as *const f32,
+                io.1.get() as *const f32,
+                io.2.get() as *const f32,
+                io.3.get(),
+            );
             let (p0, p1) = parts[t];
             let mut r = p0;
             // Runs of rows of one image and group; the images of a batch
@@ -328,7 +368,7 @@ impl Conv {
                 let (grp, img, oy) = (r / (n * g.oh), r / g.oh % n, r % g.oh);
                 let end = (oy + p1 - r).min(g.oh);
                 // SAFETY: these rows of group grp of image img are this task's alone.
-                unsafe { self.rows(img, grp, (oy, end), io.get(), relu) };
+                unsafe { self.rows(img, grp, (oy, end), io, relu) };
                 r += end - oy;
             }
         });
@@ -366,7 +406,11 @@ impl Conv {
             if slice + 1 < slices {
                 w.as_ptr().wrapping_add((slice + 1) * kc * blocks * BLOCK)
             } else {
-                self.groups.get(grp + 1).map_or(std::ptr::null(), |g| g.0)
+                if grp + 1 < self.groups.len() {
+                    self.group(grp + 1).as_ptr()
+                } else {
+                    std::ptr::null()
+                }
             }
         };
         let bias = if bias.is_null() {
@@ -428,12 +472,12 @@ impl Conv {
                 Planned {
                     args,
                     list,
-                    run: kernel(blocks, len, step),
+                    run: (self.kernels.blocked.tile)(blocks, len, step),
                     len,
                     step,
                 }
             };
-            let width = max_width(blocks);
+            let width = (self.kernels.blocked.max_width)(blocks);
             let mut planned = Vec::new();
             if self.flat {
                 // A 1x1 stride-1 conv's pixels are evenly spaced across rows
@@ -470,10 +514,10 @@ impl Conv {
                     oy += run;
                 }
             }
-            if !super::gemm::avx512() {
-                // AVX2: each tile once per output block of the group (the
-                // kernel does not prefetch).
-                planned = per_block(planned, blocks, out_plane, acc_plane);
+            if self.kernels.blocked.blocks == 1 {
+                // One block a tile (AVX2, portable): each tile once per
+                // output block of the group.
+                planned = per_block(planned, blocks, out_plane, acc_plane, self.kernels);
             }
             // The row tiles of a slice share out the fetching of the next
             // slice's weights (the next group's first), a line or a few each
@@ -513,20 +557,21 @@ impl Conv {
 struct Planned<'a> {
     args: TileArgs<'a>,
     list: usize,
-    run: Kernel,
+    run: BlockedTile,
     len: usize,
     step: usize,
 }
 
 /// Planned tiles of a group of `blocks`, each as `blocks` one-block tiles
-/// for the AVX2 kernel: its weights, bias, outputs and partial sums
-/// offset to the block.
-fn per_block(
-    planned: Vec<Planned>,
+/// for a set whose tiles hold one block: its weights, bias, outputs and
+/// partial sums offset to the block.
+fn per_block<'a>(
+    planned: Vec<Planned<'a>>,
     blocks: usize,
     out_plane: usize,
     acc_plane: usize,
-) -> Vec<Planned> {
+    kernels: &Kernels,
+) -> Vec<Planned<'a>> {
     let mut out = Vec::with_capacity(planned.len() * blocks);
     for p in planned {
         for b in 0..blocks {
@@ -545,7 +590,7 @@ fn per_block(
             out.push(Planned {
                 args: a,
                 list: p.list,
-                run: kernel_avx2(p.len, p.step),
+                run: (kernels.blocked.tile)(1, p.len, p.step),
                 len: p.len,
                 step: p.step,
             });
@@ -578,10 +623,11 @@ impl Subsampled {
         }
         let rows = n * (g.c / BLOCK) * g.h;
         let tasks = rows.min(4 * team.size());
-        let io = Sendable((x, buf.as_mut_ptr()));
+        // SAFETY: the tasks read x and each writes its own rows of dst.
+        let io = unsafe { (TaskPtr::reading(x), TaskPtr::new(buf.as_mut_ptr())) };
         let (h, w, stride) = (self.h, self.w, self.stride);
         team.run(tasks, &|t| {
-            let (x, dst) = io.get();
+            let (x, dst) = (io.0.get() as *const f32, io.1.get());
             for r in rows * t / tasks..rows * (t + 1) / tasks {
                 // Row oy of block plane p (image and channel block).
                 let (p, oy) = (r / g.h, r % g.h);
@@ -608,14 +654,17 @@ thread_local! {
     static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-// SAFETY: the raw pointers address weights that are only read.
-unsafe impl Send for Conv {}
-unsafe impl Sync for Conv {}
+// SAFETY: a conv's weights and tap lists are only read while it runs; its
+// subsample buffer is written by one run at a time (`run`'s contract).
+unsafe impl<S: Send> Send for Conv<S> {}
+// SAFETY: as for Send.
+unsafe impl<S: Sync> Sync for Conv<S> {}
 
 /// One allocation for the weights of a network's convs, on 2 MB pages
 /// where the OS allows (`madvise`): ResNet-50 streams 100 MB of weights a
-/// run, otherwise a 4 KB page (and a page walk) every 1,024 of them. It must
-/// outlive the convs packed into it.
+/// run, otherwise a 4 KB page (and a page walk) every 1,024 of them. Convs
+/// are packed into it through `&mut`, then share it read-only (an `Arc`
+/// each): it lives as long as the last of them.
 pub struct Store {
     ptr: *mut f32,
     layout: std::alloc::Layout,
@@ -623,8 +672,10 @@ pub struct Store {
     floats: usize,
 }
 
-// SAFETY: written only while convs are packed, before any reads it.
+// SAFETY: written only through `&mut Store` while convs are packed; shared
+// afterwards only for reading.
 unsafe impl Send for Store {}
+// SAFETY: as for Send.
 unsafe impl Sync for Store {}
 
 impl Drop for Store {
@@ -638,30 +689,32 @@ const HUGE_PAGE: usize = 2 << 20;
 
 impl Store {
     /// Room for the weights of convs of these geometries, its pages
-    /// faulted in by `team`; `None` if it cannot be allocated (the convs
-    /// then keep their own).
-    pub fn new(geoms: &[Geom], team: &Team) -> Option<Store> {
+    /// faulted in by `team`; an error if it cannot be allocated.
+    pub fn new(geoms: &[Geom], team: &Team) -> Result<Store, String> {
         let floats: usize = geoms
             .iter()
             .map(|g| stored(g.c * g.kernel * g.kernel * g.o))
             .sum();
         let bytes = (4 * floats).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
-        let layout = std::alloc::Layout::from_size_align(bytes, HUGE_PAGE).ok()?;
+        let too_big = || format!("cannot allocate {bytes} bytes for the conv weights");
+        let layout =
+            std::alloc::Layout::from_size_align(bytes, HUGE_PAGE).map_err(|_| too_big())?;
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { std::alloc::alloc(layout) } as *mut f32;
         if ptr.is_null() {
-            return None;
+            return Err(too_big());
         }
         huge_pages(ptr as *mut u8, bytes);
         // The kernel zeroes (and may compact for) each 2 MB page as it is
         // first touched: on all threads, not in the packing loop.
         let pages = bytes / HUGE_PAGE;
-        let base = Sendable(ptr as *mut u8);
+        // SAFETY: task p writes one byte of page p alone.
+        let base = unsafe { TaskPtr::new(ptr as *mut u8) };
         team.run(pages, &|p| {
             // SAFETY: a byte of page p of the allocation.
             unsafe { base.get().add(p * HUGE_PAGE).write_volatile(0) };
         });
-        Some(Store {
+        Ok(Store {
             ptr,
             layout,
             used: 0,
@@ -669,16 +722,28 @@ impl Store {
         })
     }
 
-    /// The next `len` floats, 64-byte aligned.
-    fn take(&mut self, len: usize) -> Option<&'static mut [f32]> {
+    /// The next `len` floats, 64-byte aligned, and their offset.
+    fn take(&mut self, len: usize) -> Option<(usize, &mut [f32])> {
         if self.used + stored(len) > self.floats {
             return None;
         }
-        // SAFETY: within the allocation, and handed out once; 'static
-        // stands for "as long as the store", which outlives its convs.
-        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(self.used), len) };
+        let at = self.used;
+        // SAFETY: within the allocation, and handed out once: later takes
+        // start past it. The borrow of `self` keeps it from being shared.
+        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) };
         self.used += stored(len);
-        Some(v)
+        Some((at, v))
+    }
+
+    /// `len` floats from `offset`, as handed out by `take`.
+    fn slice(&self, offset: usize, len: usize) -> &[f32] {
+        assert!(
+            offset + len <= self.used,
+            "a store slice it never handed out"
+        );
+        // SAFETY: inside the part handed out (checked), which nothing writes
+        // once the store is shared.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
     }
 }
 
@@ -722,17 +787,6 @@ fn class_of(classes: &mut Vec<(usize, usize)>, range: (usize, usize)) -> usize {
     })
 }
 
-/// Pixels per tile for `blocks` output blocks: 24 accumulators at most
-/// (AVX2: 6 pixels of one block, 12 of its 16 registers).
-fn max_width(blocks: usize) -> usize {
-    match blocks {
-        _ if !super::gemm::avx512() => 6,
-        4 => 6,
-        3 => 8,
-        _ => 12,
-    }
-}
-
 /// A row's pixels (but those marked `None`) as tiles of at most `width`,
 /// each within one column class, as even in width as the classes allow
 /// (55 pixels: 6 x 7 + 7 x 2, not 9 x 6 + 1).
@@ -757,266 +811,33 @@ fn row_tiles(cols: &[Option<usize>], width: usize) -> Vec<Tile> {
     out
 }
 
+/// One tile's work, as a kernel set's blocked tile reads it: `B` output
+/// blocks (the tile's kernel) by `W` pixels from `x`, the taps of one K slice.
 #[derive(Clone)]
-struct TileArgs<'a> {
-    taps: &'a [Tap],
-    x: *const f32,
+pub struct TileArgs<'a> {
+    pub taps: &'a [Tap],
+    pub x: *const f32,
     /// Floats between the tile's pixels' inputs, when the kernel's `S` is 0.
-    x_step: usize,
-    w: *const f32,
-    /// Floats between k-steps of weights (the AVX2 kernel: the group's).
-    w_step: usize,
-    bias: *const f32,
-    res: *const f32,
-    out: *mut f32,
-    out_plane: usize,
+    pub x_step: usize,
+    pub w: *const f32,
+    /// Floats between k-steps of weights (one-block tiles: the group's).
+    pub w_step: usize,
+    pub bias: *const f32,
+    pub res: *const f32,
+    pub out: *mut f32,
+    pub out_plane: usize,
     /// Floats between the tile's pixels in the output and the partial sums.
-    out_step: usize,
-    relu: bool,
+    pub out_step: usize,
+    pub relu: bool,
     /// Partial sums for a deep K (null: K in one slice): read unless
     /// `first`, written unless `last`, when the epilogue stores the output.
-    partial: *mut f32,
-    partial_plane: usize,
-    first: bool,
-    last: bool,
+    pub partial: *mut f32,
+    pub partial_plane: usize,
+    pub first: bool,
+    pub last: bool,
     /// Lines of weights to fetch into cache meanwhile, spread over the taps.
-    prefetch: *const f32,
-    prefetch_lines: usize,
-}
-
-type Kernel = unsafe fn(&TileArgs);
-
-/// The kernel for `blocks` x `width` with input pixels `step` floats apart
-/// (0: the tile's own `x_step`).
-#[cfg(not(target_arch = "x86_64"))]
-fn kernel(_: usize, _: usize, _: usize) -> Kernel {
-    |_| unreachable!("blocked convs need AVX-512")
-}
-
-/// The kernel for `blocks` x `width` with input pixels `step` floats apart
-/// (0: the tile's own `x_step`).
-#[cfg(target_arch = "x86_64")]
-fn kernel(blocks: usize, width: usize, step: usize) -> Kernel {
-    macro_rules! widths {
-        ($b:literal, $s:literal, $($w:literal)*) => {
-            match width {
-                $($w => x86::tile::<$b, $w, $s>,)*
-                _ => unreachable!("tile widths are planned within the register budget"),
-            }
-        };
-    }
-    macro_rules! steps {
-        ($b:literal, $($w:literal)*) => {
-            match step {
-                0 => widths!($b, 0, $($w)*),
-                1 => widths!($b, 1, $($w)*),
-                2 => widths!($b, 2, $($w)*),
-                16 => widths!($b, 16, $($w)*),
-                _ => widths!($b, 32, $($w)*),
-            }
-        };
-    }
-    match blocks {
-        4 => steps!(4, 1 2 3 4 5 6),
-        3 => steps!(3, 1 2 3 4 5 6 7 8),
-        2 => steps!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
-        _ => steps!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
-    }
-}
-
-/// The AVX2 kernel for one block of `width` pixels, input pixels `step`
-/// floats apart (0: the tile's own `x_step`).
-#[cfg(not(target_arch = "x86_64"))]
-fn kernel_avx2(_: usize, _: usize) -> Kernel {
-    |_| unreachable!("blocked convs need AVX2 or AVX-512")
-}
-
-/// The AVX2 kernel for one block of `width` pixels, input pixels `step`
-/// floats apart (0: the tile's own `x_step`).
-#[cfg(target_arch = "x86_64")]
-fn kernel_avx2(width: usize, step: usize) -> Kernel {
-    macro_rules! widths {
-        ($s:literal) => {
-            match width {
-                1 => x86::tile_avx2::<1, $s>,
-                2 => x86::tile_avx2::<2, $s>,
-                3 => x86::tile_avx2::<3, $s>,
-                4 => x86::tile_avx2::<4, $s>,
-                5 => x86::tile_avx2::<5, $s>,
-                _ => x86::tile_avx2::<6, $s>,
-            }
-        };
-    }
-    match step {
-        0 => widths!(0),
-        1 => widths!(1),
-        2 => widths!(2),
-        16 => widths!(16),
-        _ => widths!(32),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{Tap, TileArgs, BLOCK};
-
-    /// `B` output blocks x `W` pixels (input pixels `S` floats apart): all
-    /// taps accumulated in registers, then the epilogue as it is stored.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::needless_range_loop)] // acc[b][j]: the tile's two axes
-    pub unsafe fn tile<const B: usize, const W: usize, const S: usize>(t: &TileArgs) {
-        // S = 0: the step is the tile's (a column of pixels).
-        let step = if S == 0 { t.x_step } else { S };
-        let os = t.out_step;
-        let mut acc = [[_mm512_setzero_ps(); W]; B];
-        if !t.first {
-            for (b, row) in acc.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = unsafe { _mm512_loadu_ps(t.partial.add(b * t.partial_plane + j * os)) };
-                }
-            }
-        }
-        // Fewer than 8 accumulators cannot hide the FMA latency: a
-        // second set takes every other tap, and they are summed at the end.
-        let mut odd = [[_mm512_setzero_ps(); W]; B];
-        // The prefetches go with the first taps, `rate` lines each: the
-        // rest of the loop carries no prefetch arithmetic.
-        let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
-        let fetching = t.prefetch_lines.div_ceil(rate.max(1));
-        let fetch = |i: usize| {
-            for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
-                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * BLOCK) as *const i8);
-            }
-        };
-        let step = |acc: &mut [[__m512; W]; B], tap: &Tap| {
-            let x = t.x.wrapping_offset(tap.x as isize);
-            let w = unsafe { t.w.add(tap.k as usize * B * BLOCK) };
-            let mut wv = [_mm512_setzero_ps(); B];
-            for (b, v) in wv.iter_mut().enumerate() {
-                *v = unsafe { _mm512_loadu_ps(w.add(b * BLOCK)) };
-            }
-            for j in 0..W {
-                let xv = _mm512_set1_ps(unsafe { *x.add(j * step) });
-                for b in 0..B {
-                    acc[b][j] = _mm512_fmadd_ps(wv[b], xv, acc[b][j]);
-                }
-            }
-        };
-        if B * W < 8 {
-            let pairs = t.taps.chunks_exact(2);
-            let rest = pairs.remainder();
-            for (i, pair) in pairs.enumerate() {
-                if 2 * i < fetching {
-                    fetch(2 * i);
-                    fetch(2 * i + 1);
-                }
-                step(&mut acc, &pair[0]);
-                step(&mut odd, &pair[1]);
-            }
-            if let Some(tap) = rest.first() {
-                fetch(t.taps.len() - 1);
-                step(&mut acc, tap);
-            }
-            for (a, o) in acc.iter_mut().zip(&odd) {
-                for (x, y) in a.iter_mut().zip(o) {
-                    *x = _mm512_add_ps(*x, *y);
-                }
-            }
-        } else {
-            let (head, tail) = t.taps.split_at(fetching.min(t.taps.len()));
-            for (i, tap) in head.iter().enumerate() {
-                fetch(i);
-                step(&mut acc, tap);
-            }
-            for tap in tail {
-                step(&mut acc, tap);
-            }
-        }
-        if !t.last {
-            for (b, row) in acc.iter().enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    unsafe { _mm512_storeu_ps(t.partial.add(b * t.partial_plane + j * os), v) };
-                }
-            }
-            return;
-        }
-        let zero = _mm512_setzero_ps();
-        for (b, row) in acc.iter().enumerate() {
-            let bias = if t.bias.is_null() {
-                zero
-            } else {
-                unsafe { _mm512_loadu_ps(t.bias.add(b * BLOCK)) }
-            };
-            for (j, &v) in row.iter().enumerate() {
-                let at = b * t.out_plane + j * os;
-                let mut v = _mm512_add_ps(v, bias);
-                if !t.res.is_null() {
-                    v = _mm512_add_ps(v, unsafe { _mm512_loadu_ps(t.res.add(at)) });
-                }
-                if t.relu {
-                    v = _mm512_max_ps(v, zero);
-                }
-                unsafe { _mm512_storeu_ps(t.out.add(at), v) };
-            }
-        }
-    }
-
-    /// One block (two 8-lane halves) x `W` pixels on AVX2/FMA: the
-    /// weights `t.w_step` floats a k-step apart (the group's layout); no
-    /// prefetching.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::needless_range_loop)] // acc[h][j]: halves and pixels
-    pub unsafe fn tile_avx2<const W: usize, const S: usize>(t: &TileArgs) {
-        let step = if S == 0 { t.x_step } else { S };
-        let os = t.out_step;
-        let mut acc = [[_mm256_setzero_ps(); W]; 2];
-        if !t.first {
-            for (h, row) in acc.iter_mut().enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v = unsafe { _mm256_loadu_ps(t.partial.add(j * os + 8 * h)) };
-                }
-            }
-        }
-        for tap in t.taps {
-            let x = t.x.wrapping_offset(tap.x as isize);
-            let w = unsafe { t.w.add(tap.k as usize * t.w_step) };
-            let (w0, w1) = unsafe { (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8))) };
-            for j in 0..W {
-                let xv = _mm256_broadcast_ss(unsafe { &*x.add(j * step) });
-                acc[0][j] = _mm256_fmadd_ps(w0, xv, acc[0][j]);
-                acc[1][j] = _mm256_fmadd_ps(w1, xv, acc[1][j]);
-            }
-        }
-        if !t.last {
-            for (h, row) in acc.iter().enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    unsafe { _mm256_storeu_ps(t.partial.add(j * os + 8 * h), v) };
-                }
-            }
-            return;
-        }
-        let zero = _mm256_setzero_ps();
-        for (h, row) in acc.iter().enumerate() {
-            let bias = if t.bias.is_null() {
-                zero
-            } else {
-                unsafe { _mm256_loadu_ps(t.bias.add(8 * h)) }
-            };
-            for (j, &v) in row.iter().enumerate() {
-                let at = j * os + 8 * h;
-                let mut v = _mm256_add_ps(v, bias);
-                if !t.res.is_null() {
-                    v = _mm256_add_ps(v, unsafe { _mm256_loadu_ps(t.res.add(at)) });
-                }
-                if t.relu {
-                    v = _mm256_max_ps(v, zero);
-                }
-                unsafe { _mm256_storeu_ps(t.out.add(at), v) };
-            }
-        }
-    }
+    pub prefetch: *const f32,
+    pub prefetch_lines: usize,
 }
 
 /// `[C][H][W]` maps (image after image) to `[C/16][H][W][16]`.
@@ -1049,8 +870,10 @@ pub fn from_blocked(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
 }
 
 #[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)] // buffers sized for the shapes they are given
 mod tests {
     use super::*;
+    use crate::backend::jit::kernels;
 
     /// The conv by its definition, planar in and out.
     #[allow(clippy::too_many_arguments)]
@@ -1132,27 +955,32 @@ mod tests {
         let bias: Vec<f32> = (0..o).map(|i| val(i, 13)).collect();
         let res: Vec<f32> = (0..n * o * oh * ow).map(|i| val(i, 89)).collect();
         let want = naive(&g, n, &x, &wt, &bias, &res, true);
-        let conv = Conv::new(g, &wt, Some(bias.clone()), true, None);
-        let xb = match input {
-            Input::Blocked => to_blocked(&x, c, h * w),
-            Input::Planar => x.clone(),
-        };
-        let mut out = to_blocked(&res, o, oh * ow);
         let team = Team::new(2).expect("threads");
-        // The residual read in place, as a network run does.
-        unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), &team) };
-        let got = from_blocked(&out, o, oh * ow);
-        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert!((a - b).abs() <= 1e-4 * scale, "{g:?} at {i}: {a} vs {b}");
+        for ks in kernels::available() {
+            let mut store = Store::new(&[g], &team).expect("a store");
+            let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store)
+                .expect("room in the store");
+            let conv = conv.bind(Arc::new(store));
+            let xb = match input {
+                Input::Blocked => to_blocked(&x, c, h * w),
+                Input::Planar => x.clone(),
+            };
+            let mut out = to_blocked(&res, o, oh * ow);
+            // The residual read in place, as a network run does.
+            unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), &team) };
+            let got = from_blocked(&out, o, oh * ow);
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * scale,
+                    "{ks:?} {g:?} at {i}: {a} vs {b}"
+                );
+            }
         }
     }
 
     #[test]
     fn agrees_with_the_definition() {
-        if !supported() {
-            return;
-        }
         check(3, (23, 26), 64, 7, 2, 3, Input::Planar, 2);
         check(3, (9, 12), 16, 3, 1, 1, Input::Planar, 1);
         check(32, (9, 12), 80, 3, 1, 1, Input::Blocked, 2);

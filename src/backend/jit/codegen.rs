@@ -1,7 +1,11 @@
-//! Cranelift code generation: one native function per network. Shapes,
-//! arena offsets and descriptor addresses are constants in the code; convs,
-//! fc and pooling call the runtime kernels, elementwise ops and the global
-//! pool are SIMD loops (f32x4) generated here.
+//! Cranelift code generation: one native function per network,
+//! `fn(arena, descriptors)`. Shapes and arena offsets are constants in the
+//! code; descriptors (shapes and packed weights for the kernels, scale and
+//! shift arrays) are read from a table by index, so the code, and its CLIF
+//! listing, are the same from run to run and need no weights. Convs, fc and
+//! pooling call the runtime kernels; elementwise ops and the global pool are
+//! SIMD loops (f32x4) generated here. Their ReLU is CLIF's `fmax`, which
+//! keeps NaN, as PyTorch does.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, AbiParam, InstBuilder, MemFlagsData, Signature, Value};
@@ -21,12 +25,12 @@ pub const RUNTIME: &[(&str, usize)] = &[
     ("rt_conv", 4),
     ("rt_conv_blocked", 4),
     ("rt_max_pool_blocked", 3),
-    ("rt_global_avg_blocked", 5),
+    ("rt_global_avg_blocked", 3),
     ("rt_linear", 3),
     ("rt_pool", 3),
     ("rt_shortcut_pad", 3),
-    ("rt_softmax", 4),
     ("rt_tick", 2),
+    ("rt_fault", 2),
 ];
 
 pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
@@ -44,8 +48,8 @@ pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
         ("rt_linear", runtime::rt_linear as *const u8),
         ("rt_pool", runtime::rt_pool as *const u8),
         ("rt_shortcut_pad", runtime::rt_shortcut_pad as *const u8),
-        ("rt_softmax", runtime::rt_softmax as *const u8),
         ("rt_tick", runtime::rt_tick as *const u8),
+        ("rt_fault", runtime::rt_fault as *const u8),
     ]
 }
 
@@ -63,15 +67,16 @@ pub enum Step {
         out: u64,
         len: usize,
     },
-    /// Per-channel `x * scale + shift` (and ReLU) over `planes` planes of `plane` elements.
+    /// Per-channel `x * scale + shift` (and ReLU) over `planes` planes of
+    /// `plane` elements; `scale` and `shift` are descriptor indices.
     ScaleShift {
         x: u64,
         out: u64,
         planes: usize,
         channels: usize,
         plane: usize,
-        scale: u64,
-        shift: u64,
+        scale: usize,
+        shift: usize,
         relu: bool,
     },
     /// Mean of each of `planes` planes of `plane` elements.
@@ -85,10 +90,12 @@ pub enum Step {
 
 #[derive(Clone, Copy)]
 pub enum Arg {
-    /// An absolute address or integer, baked into the code.
+    /// An integer, baked into the code.
     Const(u64),
-    /// An offset into the arena (the function's parameter).
+    /// An offset into the arena (the function's first parameter).
     Arena(u64),
+    /// Entry `k` of the descriptor table (the second parameter).
+    Desc(usize),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -98,7 +105,8 @@ pub enum MapOp {
     Copy,
 }
 
-/// Build `fn(arena: *mut f32)` in `module`; returns its id and the CLIF text.
+/// Build `fn(arena: *mut f32, descriptors: *const u64)` in `module`;
+/// returns its id and the CLIF text.
 pub fn build(
     module: &mut JITModule,
     steps: &[Step],
@@ -106,6 +114,7 @@ pub fn build(
 ) -> Result<(FuncId, String), String> {
     let ptr = I64;
     let mut ctx: Context = module.make_context();
+    ctx.func.signature.params.push(AbiParam::new(ptr));
     ctx.func.signature.params.push(AbiParam::new(ptr));
     let mut imports = std::collections::HashMap::new();
     for (sym, arity) in RUNTIME {
@@ -126,9 +135,21 @@ pub fn build(
         b.switch_to_block(entry);
         b.seal_block(entry);
         let base = b.block_params(entry)[0];
+        let table = b.block_params(entry)[1];
+        let desc = |b: &mut FunctionBuilder, k: usize| {
+            b.ins().load(
+                I64,
+                MemFlagsData::trusted().with_readonly(),
+                table,
+                (8 * k) as i32,
+            )
+        };
+        // In the table's order, so the listing is the same from run to run.
         let mut refs = std::collections::HashMap::new();
-        for (sym, id) in &imports {
-            refs.insert(*sym, module.declare_func_in_func(*id, b.func));
+        for (sym, _) in RUNTIME {
+            if let Some(id) = imports.get(sym) {
+                refs.insert(*sym, module.declare_func_in_func(*id, b.func));
+            }
         }
         for step in steps {
             match step {
@@ -138,6 +159,7 @@ pub fn build(
                         .map(|a| match *a {
                             Arg::Const(c) => b.ins().iconst(I64, c as i64),
                             Arg::Arena(off) => b.ins().iadd_imm_s(base, off as i64),
+                            Arg::Desc(k) => desc(&mut b, k),
                         })
                         .collect();
                     b.ins().call(refs[symbol], &vals);
@@ -167,8 +189,9 @@ pub fn build(
                 } => {
                     let x = b.ins().iadd_imm_s(base, *x as i64);
                     let out = b.ins().iadd_imm_s(base, *out as i64);
+                    let (scale, shift) = (desc(&mut b, *scale), desc(&mut b, *shift));
                     emit_scale_shift(
-                        &mut b, x, out, *planes, *channels, *plane, *scale, *shift, *relu,
+                        &mut b, x, out, *planes, *channels, *plane, scale, shift, *relu,
                     );
                 }
                 Step::GlobalAvg {
@@ -276,8 +299,8 @@ fn emit_scale_shift(
     planes: usize,
     channels: usize,
     plane: usize,
-    scale: u64,
-    shift: u64,
+    scale: Value,
+    shift: Value,
     relu: bool,
 ) {
     let zero = b.ins().iconst(I64, 0);
@@ -285,8 +308,8 @@ fn emit_scale_shift(
     counted_loop(b, zero, planes as i64, 1, &mut |b, p| {
         let c = b.ins().urem_imm_u(p, channels as i64);
         let c4 = b.ins().imul_imm_s(c, 4);
-        let sa = b.ins().iadd_imm_s(c4, scale as i64);
-        let sh = b.ins().iadd_imm_s(c4, shift as i64);
+        let sa = b.ins().iadd(c4, scale);
+        let sh = b.ins().iadd(c4, shift);
         let s = b.ins().load(F32, flags(), sa, 0);
         let t = b.ins().load(F32, flags(), sh, 0);
         let sv = b.ins().splat(F32X4, s);

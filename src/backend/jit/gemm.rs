@@ -1,17 +1,19 @@
 //! GEMM with a fused epilogue: `C = epilogue(A x B)`, A the weights packed
-//! once at compile time, B the activations.
+//! once at compile time, B the activations. This is the frame: packing,
+//! scratch and the loops over tiles, for any ISA; the microkernel, the
+//! epilogue and the vector im2col come from a kernel set ([`Kernels`]).
 //!
 //! Layout (BLIS-like): A in panels of MR rows, k-major (`[k][MR]`); B in
 //! panels of NR columns, k-major (`[k][NR]`). Each GEMM is cut into one
-//! rectangle per thread ([`split`]); a task packs its B columns KC rows at
+//! rectangle per thread ([`cut`]); a task packs its B columns KC rows at
 //! a time (from the input rows, or by im2col) into an L2-resident block,
-//! and runs a 12x32 microkernel (AVX-512, or 6x16 AVX2/FMA pieces; portable
-//! code otherwise) over it with each A panel held in L1, accumulating into
-//! a C buffer local to the thread. The epilogue (bias, residual, ReLU) then
-//! writes each output once, after all of K: so an output may overwrite its
-//! residual in place.
+//! and runs the set's 12x32 microkernel over it with each A panel held in
+//! L1, accumulating into a C buffer local to the thread. The epilogue
+//! (bias, residual, ReLU) then writes each output once, after all of K: so
+//! an output may overwrite its residual in place.
 
-use super::team::{Sendable, Team};
+use super::kernels::Kernels;
+use super::team::{TaskPtr, Team};
 
 pub const MR: usize = 12;
 pub const NR: usize = 32;
@@ -126,6 +128,12 @@ pub struct Epilogue {
     pub images: Images,
 }
 
+// SAFETY: an epilogue's pointers (bias, residual) are only read while a
+// GEMM runs; its tasks write disjoint outputs.
+unsafe impl Sync for Epilogue {}
+// SAFETY: as for Sync.
+unsafe impl Send for Epilogue {}
+
 /// The geometry of a convolution's input as seen by im2col.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeom {
@@ -166,23 +174,27 @@ pub enum BSource {
     Im2col { x: *const f32, geom: ConvGeom },
 }
 
+// SAFETY: a GEMM's B is only read while it runs.
+unsafe impl Sync for BSource {}
+// SAFETY: as for Sync.
+unsafe impl Send for BSource {}
+
 /// The B rows `p0..p0 + kc` of columns `j0..j0 + nc`, packed into
 /// `nc.div_ceil(NR)` panels of `kc x NR` in `dst` (zero past `n`).
 ///
 /// # Safety
-/// The source holds the `k x n` values it claims to.
+/// The source holds the `k x n` values it claims to; the set runs here.
 unsafe fn pack_block(
+    k: &Kernels,
     b: BSource,
     n: usize,
     (p0, kc): (usize, usize),
     (j0, nc): (usize, usize),
     dst: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if let BSource::Im2col { x, geom } = b {
-        if *ISA == Isa::Avx512 {
-            return unsafe { im2col_block_avx512(x, &geom, n, (p0, kc), (j0, nc), dst) };
-        }
+    if let (BSource::Im2col { x, geom }, Some(im2col)) = (b, k.gemm.im2col) {
+        // SAFETY: the caller's source and block.
+        return unsafe { im2col(x, &geom, n, (p0, kc), (j0, nc), dst) };
     }
     for (p, panel) in dst[..nc.div_ceil(NR) * kc * NR]
         .chunks_exact_mut(kc * NR)
@@ -200,7 +212,8 @@ unsafe fn pack_block(
                         let (b, q) = ((j + c) / images.cols, (j + c) % images.cols);
                         let len = (images.cols - q).min(cols - c);
                         // SAFETY: image b's row p0 + kk has columns q..q + len.
-                        let src = unsafe { ptr.add(b * images.stride + (p0 + kk) * ld + q) };
+                        let src = ptr.wrapping_add(b * images.stride + (p0 + kk) * ld + q);
+                        // SAFETY: image b's row p0 + kk has columns q..q + len.
                         row[c..c + len]
                             .copy_from_slice(unsafe { std::slice::from_raw_parts(src, len) });
                         c += len;
@@ -211,19 +224,21 @@ unsafe fn pack_block(
             BSource::Rows { ptr, ld, images } => {
                 let (b, q) = (j / images.cols, j % images.cols);
                 for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    // SAFETY: image b's row p0 + kk has columns q..q + cols.
-                    let src = unsafe { ptr.add(b * images.stride + (p0 + kk) * ld + q) };
+                    let src = ptr.wrapping_add(b * images.stride + (p0 + kk) * ld + q);
                     if cols == NR {
                         // A fixed-size copy: vector moves, not a memcpy call per row.
+                        // SAFETY: image b's row p0 + kk has columns q..q + NR.
                         let v = unsafe { std::ptr::read_unaligned(src as *const [f32; NR]) };
                         row.copy_from_slice(&v);
                     } else {
+                        // SAFETY: image b's row p0 + kk has columns q..q + cols.
                         row[..cols]
                             .copy_from_slice(unsafe { std::slice::from_raw_parts(src, cols) });
                         row[cols..].fill(0.0);
                     }
                 }
             }
+            // SAFETY: the caller's map.
             BSource::Im2col { x, geom } => unsafe { im2col_panel(x, &geom, p0, j, cols, panel) },
         }
     }
@@ -282,7 +297,7 @@ unsafe fn im2col_panel(
             let lo = lo.min(hi);
             out[..lo].fill(0.0);
             out[hi..].fill(0.0);
-            let row = unsafe { x.add(b * g.image_stride + (ci * h + iy as usize) * w) };
+            let row = x.wrapping_add(b * g.image_stride + (ci * h + iy as usize) * w);
             let start = (first + (lo * stride) as isize) as usize;
             if stride == 1 {
                 // SAFETY: [start, start + hi - lo) lies inside the row.
@@ -290,6 +305,7 @@ unsafe fn im2col_panel(
                 out[lo..hi].copy_from_slice(src);
             } else {
                 for (t, o) in out[lo..hi].iter_mut().enumerate() {
+                    // SAFETY: lanes lo..hi read inside the row (see above).
                     *o = unsafe { *row.add(start + t * stride) };
                 }
             }
@@ -384,14 +400,32 @@ impl Taps {
     }
 }
 
-/// [`pack_block`] of im2col with AVX-512: masked loads (stride 1) or
-/// gathers, from plans made at the chunk's first KC slice.
+/// How a kernel set loads one im2col row of NR lanes from a plan.
 ///
 /// # Safety
-/// As [`pack_block`]; AVX-512F is available.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn im2col_block_avx512(
+/// Implementations may use their set's instructions: they are called only
+/// inside [`im2col_planned`] stamped in a function compiled for them.
+pub unsafe trait Im2colRows {
+    /// From runs of consecutive offsets, `(offset of lane 0, lane mask)`;
+    /// masked-off lanes neither load nor fault.
+    ///
+    /// # Safety
+    /// Every unmasked lane reads inside the map at `base`; `dst` holds NR floats.
+    unsafe fn runs(runs: &[(isize, u32)], base: *const f32, dst: *mut f32);
+    /// From each lane's offset, -1 for padding (zero).
+    ///
+    /// # Safety
+    /// As [`Im2colRows::runs`].
+    unsafe fn gather(lanes: &[i32; NR], base: *const f32, dst: *mut f32);
+}
+
+/// [`pack_block`] of im2col from plans made at the chunk's first KC slice:
+/// masked loads (stride 1) or gathers, as the set `R` does them.
+///
+/// # Safety
+/// As [`pack_block`], inside a function compiled for `R`'s instructions.
+#[inline(always)]
+pub unsafe fn im2col_planned<R: Im2colRows>(
     x: *const f32,
     g: &ConvGeom,
     n: usize,
@@ -427,13 +461,13 @@ unsafe fn im2col_block_avx512(
                 // SAFETY: every unmasked lane reads inside channel ci; row holds NR values.
                 unsafe {
                     if g.stride == 1 {
-                        x86::row_runs(
+                        R::runs(
                             &plan.runs[plan.starts[tap]..plan.starts[tap + 1]],
                             base,
                             row.as_mut_ptr(),
                         );
                     } else {
-                        x86::row_gather(&plan.lanes[tap], base, row.as_mut_ptr());
+                        R::gather(&plan.lanes[tap], base, row.as_mut_ptr());
                     }
                 }
                 tap += 1;
@@ -550,12 +584,14 @@ thread_local! {
     static WHOLE_B: std::cell::RefCell<Aligned> = std::cell::RefCell::default();
 }
 
-/// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n`.
+/// `out = epilogue(A x B)` for A `m x k` (packed), B `k x n`, with the
+/// kernels of set `k`.
 ///
 /// # Safety
 /// `out` and the residual must be valid for every element the epilogue
-/// addresses; `b` holds the `k x n` values it claims to.
+/// addresses; `b` holds the `k x n` values it claims to; the set runs here.
 pub unsafe fn gemm(
+    k: &Kernels,
     a: &PackedA,
     b: BSource,
     n: usize,
@@ -566,9 +602,11 @@ pub unsafe fn gemm(
     match team {
         Some(team) => {
             let how = cut(a.m, n, a.k, team.size());
-            unsafe { run_cut(a, b, n, out, epi, how, team) }
+            // SAFETY: the caller's promise.
+            unsafe { run_cut(k, a, b, n, out, epi, how, team) }
         }
-        None => unsafe { task(a, b, n, (0, a.m), (0, n), out, epi) },
+        // SAFETY: the caller's promise, on this thread.
+        None => unsafe { task(k, a, b, n, (0, a.m), (0, n), out, epi) },
     }
 }
 
@@ -576,7 +614,9 @@ pub unsafe fn gemm(
 ///
 /// # Safety
 /// As [`gemm`].
+#[allow(clippy::too_many_arguments)]
 unsafe fn run_cut(
+    kernels: &Kernels,
     a: &PackedA,
     b: BSource,
     n: usize,
@@ -587,15 +627,16 @@ unsafe fn run_cut(
 ) {
     let (m, k) = (a.m, a.k);
     let (pm, pn) = (m.div_ceil(MR), n.div_ceil(NR));
-    let (out, epi) = (Sendable(out), Sendable(*epi));
+    // SAFETY: every task below writes its own rows or columns of `out`.
+    let out = unsafe { TaskPtr::new(out) };
     // Panels p0..p1 of `size` as elements, clipped to `len`.
     let span = |(p0, p1): (usize, usize), size: usize, len: usize| {
         ((p0 * size).min(len), (p1 * size).min(len))
     };
     match how {
-        Cut::Whole => unsafe { task(a, b, n, (0, m), (0, n), out.get(), &epi.get()) },
+        // SAFETY: the caller's promise, in one task.
+        Cut::Whole => unsafe { task(kernels, a, b, n, (0, m), (0, n), out.get(), epi) },
         Cut::Columns(threads) => {
-            let b = Sendable(b);
             let parts = if pn < 4 * threads {
                 even(n, threads)
             } else {
@@ -604,7 +645,7 @@ unsafe fn run_cut(
             team.run(parts.len(), &|i| {
                 let cols = span(parts[i], NR, n);
                 // SAFETY: this task's outputs are its own.
-                unsafe { task(a, b.get(), n, (0, m), cols, out.get(), &epi.get()) };
+                unsafe { task(kernels, a, b, n, (0, m), cols, out.get(), epi) };
             });
         }
         Cut::Rows(threads) => WHOLE_B.with(|whole| {
@@ -616,7 +657,8 @@ unsafe fn run_cut(
                     // N = 49 is two panels, and by panels alone one thread
                     // packed while the other waited.
                     let dst = whole.get(packed_b_len(k, n));
-                    let (src, d) = (Sendable(b), Sendable(dst.as_mut_ptr()));
+                    // SAFETY: each piece below writes its own rows of one panel.
+                    let d = unsafe { TaskPtr::new(dst.as_mut_ptr()) };
                     let per_panel = (4 * threads).div_ceil(pn).clamp(1, k.div_ceil(64));
                     let depth = k.div_ceil(per_panel);
                     team.run(pn * per_panel, &|t| {
@@ -630,24 +672,29 @@ unsafe fn run_cut(
                             std::slice::from_raw_parts_mut(d.get().add((p * k + k0) * NR), kc * NR)
                         };
                         let cols = (p * NR, ((p + 1) * NR).min(n) - p * NR);
-                        unsafe { pack_block(src.get(), n, (k0, kc), cols, rows) };
+                        // SAFETY: the caller's source.
+                        unsafe { pack_block(kernels, b, n, (k0, kc), cols, rows) };
                     });
                     BSource::Packed(dst.as_ptr())
                 }
             };
-            let b = Sendable(b);
             let parts = chunks(pm, threads);
             team.run(parts.len(), &|i| {
                 let rows = span(parts[i], MR, m);
                 // SAFETY: this task's outputs are its own.
-                unsafe { task(a, b.get(), n, rows, (0, n), out.get(), &epi.get()) };
+                unsafe { task(kernels, a, b, n, rows, (0, n), out.get(), epi) };
             });
         }),
     }
 }
 
 /// Rows `r0..r1` (a multiple of MR from r0) times columns `c0..c1`.
+///
+/// # Safety
+/// As [`gemm`], for these rows and columns.
+#[allow(clippy::too_many_arguments)]
 unsafe fn task(
+    kernels: &Kernels,
     a: &PackedA,
     b: BSource,
     n: usize,
@@ -660,6 +707,7 @@ unsafe fn task(
     let panels_m = (r1 - r0).div_ceil(MR);
     // As many columns as keep the C accumulator within budget.
     let nc_max = (C_BYTES / 4 / (panels_m * MR) / NR).clamp(1, NC / NR) * NR;
+    let microkernel = kernels.gemm.tile;
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let (bbuf, cbuf) = &mut *s;
@@ -679,13 +727,14 @@ unsafe fn task(
                     BSource::Packed(ptr) => (ptr, k * NR),
                     _ => {
                         let dst = bbuf.get(panels_n * kc * NR);
-                        unsafe { pack_block(b, n, (p0, kc), (j0, nc), dst) };
+                        // SAFETY: the caller's source.
+                        unsafe { pack_block(kernels, b, n, (p0, kc), (j0, nc), dst) };
                         (dst.as_ptr(), kc * NR)
                     }
                 };
                 // Packed B is read in place: its panels are k deep, at depth p0.
                 let (bp, skip) = match b {
-                    BSource::Packed(_) => (unsafe { bp.add((j0 / NR) * k * NR) }, p0 * NR),
+                    BSource::Packed(_) => (bp.wrapping_add((j0 / NR) * k * NR), p0 * NR),
                     _ => (bp, 0),
                 };
                 // The A panel stays in L1 while the B panels stream from L2.
@@ -705,16 +754,16 @@ unsafe fn task(
                         accumulate: p0 > 0,
                     };
                     for pj in 0..panels_n {
-                        tile.b = unsafe { bp.add(pj * b_panel + skip) };
+                        tile.b = bp.wrapping_add(pj * b_panel + skip);
                         tile.cols = (nc - pj * NR).min(NR);
-                        tile.c = unsafe { c.as_mut_ptr().add(pi * MR * ldc + pj * NR) };
-                        // SAFETY: A holds kc x MR values from here, B kc rows of NR.
-                        unsafe { kernel(&tile) };
+                        tile.c = c.as_mut_ptr().wrapping_add(pi * MR * ldc + pj * NR);
+                        // SAFETY: A holds kc x MR values from here, B kc rows
+                        // of NR, C the tile's rows at ldc; the set runs here.
+                        unsafe { microkernel(&tile) };
                     }
                 }
                 p0 += kc;
             }
-            // SAFETY: the caller owns these outputs.
             let acc = Acc {
                 buf: c,
                 ld: ldc,
@@ -723,24 +772,28 @@ unsafe fn task(
                 rows: r1 - r0,
                 cols: nc,
             };
-            unsafe { epilogue(&acc, out, epi) };
+            // SAFETY: the caller owns these outputs.
+            unsafe { epilogue(kernels, &acc, out, epi) };
             j0 += nc;
         }
     });
 }
 
 /// A task's accumulated C: `rows x cols` outputs from (i0, j0), at row stride `ld`.
-struct Acc<'a> {
-    buf: &'a [f32],
-    ld: usize,
-    i0: usize,
-    j0: usize,
-    rows: usize,
-    cols: usize,
+pub struct Acc<'a> {
+    pub buf: &'a [f32],
+    pub ld: usize,
+    pub i0: usize,
+    pub j0: usize,
+    pub rows: usize,
+    pub cols: usize,
 }
 
-/// The epilogue, a run of columns per image.
-unsafe fn epilogue(acc: &Acc, out: *mut f32, e: &Epilogue) {
+/// The epilogue, a run of columns per image, by the set's epilogue.
+///
+/// # Safety
+/// As [`gemm`], for the accumulator's outputs.
+unsafe fn epilogue(k: &Kernels, acc: &Acc, out: *mut f32, e: &Epilogue) {
     let cols = e.images.cols;
     let mut c = 0;
     while c < acc.cols {
@@ -757,120 +810,8 @@ unsafe fn epilogue(acc: &Acc, out: *mut f32, e: &Epilogue) {
             ..*e
         };
         // SAFETY: image b's outputs are the caller's as well.
-        unsafe { epilogue_simd(&part, out.wrapping_add(b * e.images.stride), &e) };
+        unsafe { (k.gemm.epilogue)(&part, out.wrapping_add(b * e.images.stride), &e) };
         c += len;
-    }
-}
-
-/// The epilogue within one image, compiled for the widest vectors this machine has.
-unsafe fn epilogue_simd(acc: &Acc, out: *mut f32, e: &Epilogue) {
-    #[cfg(target_arch = "x86_64")]
-    match *ISA {
-        Isa::Avx512 => return unsafe { x86::epilogue_avx512(acc, out, e) },
-        Isa::Avx2 => return unsafe { x86::epilogue_avx2(acc, out, e) },
-        Isa::Portable => {}
-    }
-    unsafe { epilogue_body::<false>(acc, out, e) }
-}
-
-/// `AVX512`: contiguous rows through [`x86::row_avx512`].
-#[inline(always)]
-unsafe fn epilogue_body<const AVX512: bool>(acc: &Acc, out: *mut f32, e: &Epilogue) {
-    let &Acc {
-        buf,
-        ld,
-        i0,
-        j0,
-        rows: mc,
-        cols: nc,
-    } = acc;
-    for r in 0..mc {
-        let i = i0 + r;
-        let bias = e.bias.map_or(0.0, |b| unsafe { *b.add(i) });
-        let row = &buf[r * ld..r * ld + nc];
-        let o = unsafe { out.add(i * e.row_stride + j0 * e.col_stride) };
-        let cs = e.col_stride;
-        let relu = |v: f32| if e.relu && v < 0.0 { 0.0 } else { v };
-        if cs == 1 && !matches!(e.residual, ResidualRead::PadAdd { .. }) {
-            let res = match e.residual {
-                ResidualRead::Add { ptr } => Some(unsafe { ptr.add(i * e.row_stride + j0) }),
-                _ => None,
-            };
-            #[cfg(target_arch = "x86_64")]
-            if AVX512 {
-                unsafe { x86::row_avx512(row, bias, res, e.relu, o) };
-                continue;
-            }
-            unsafe { epilogue_row(row, bias, res, e.relu, o) };
-            continue;
-        }
-        // One loop per residual kind, so each inner loop is branch-light.
-        match e.residual {
-            ResidualRead::None => {
-                for (cj, &acc) in row.iter().enumerate() {
-                    unsafe { *o.add(cj * cs) = relu(acc + bias) };
-                }
-            }
-            ResidualRead::Add { ptr } => {
-                let rp = unsafe { ptr.add(i * e.row_stride + j0 * cs) };
-                for (cj, &acc) in row.iter().enumerate() {
-                    // Read before write: the output may be the residual's bytes.
-                    let res = unsafe { *rp.add(cj * cs) };
-                    unsafe { *o.add(cj * cs) = relu(acc + bias + res) };
-                }
-            }
-            ResidualRead::PadAdd {
-                ptr,
-                channels,
-                h,
-                w,
-                stride,
-                before,
-                out_w,
-            } => {
-                let inside = i >= before && i - before < channels;
-                for (cj, &acc) in row.iter().enumerate() {
-                    let j = j0 + cj;
-                    let res = if inside {
-                        let (oy, ox) = (j / out_w, j % out_w);
-                        unsafe { *ptr.add((i - before) * h * w + oy * stride * w + ox * stride) }
-                    } else {
-                        0.0
-                    };
-                    unsafe { *o.add(cj * cs) = relu(acc + bias + res) };
-                }
-            }
-        }
-    }
-}
-
-/// A contiguous output row, 8 lanes at a time (the compiler vectorizes the
-/// array arithmetic). The residual chunk is read into registers before the
-/// output chunk is written, so the output may be the residual's own bytes.
-///
-/// # Safety
-/// `out` (and `res`) hold `row.len()` values.
-#[inline(always)]
-unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bool, out: *mut f32) {
-    const L: usize = 16;
-    let full = row.len() / L * L;
-    // ReLU as max(v, 0), like the interpreter (NaN becomes 0); without ReLU, no max.
-    let act = |v: f32| if relu { v.max(0.0) } else { v };
-    for c in (0..full).step_by(L) {
-        let mut v = [0.0f32; L];
-        v.copy_from_slice(&row[c..c + L]);
-        let r: [f32; L] = match res {
-            Some(p) => unsafe { std::ptr::read_unaligned(p.add(c) as *const [f32; L]) },
-            None => [0.0; L],
-        };
-        for t in 0..L {
-            v[t] = act(v[t] + bias + r[t]);
-        }
-        unsafe { std::ptr::write_unaligned(out.add(c) as *mut [f32; L], v) };
-    }
-    for (c, &v) in row.iter().enumerate().skip(full) {
-        let r = res.map_or(0.0, |p| unsafe { *p.add(c) });
-        unsafe { *out.add(c) = act(v + bias + r) };
     }
 }
 
@@ -878,423 +819,39 @@ unsafe fn epilogue_row(row: &[f32], bias: f32, res: Option<*const f32>, relu: bo
 /// rows of an A panel (MR apart per k) and a B panel (NR apart per k);
 /// `c` has row stride `ldc`. `a_next` is prefetched meanwhile.
 #[derive(Clone, Copy)]
-struct Tile {
-    kc: usize,
-    rows: usize,
+pub struct Tile {
+    pub kc: usize,
+    pub rows: usize,
     /// Columns of the B panel that matter (the rest may be left unwritten).
-    cols: usize,
-    a: *const f32,
-    a_next: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    accumulate: bool,
+    pub cols: usize,
+    pub a: *const f32,
+    pub a_next: *const f32,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub accumulate: bool,
 }
 
-/// # Safety
-/// The tile's pointers hold what [`Tile`] says.
-unsafe fn kernel(t: &Tile) {
-    #[cfg(target_arch = "x86_64")]
-    match *ISA {
-        Isa::Avx512 => return unsafe { x86::kernel_avx512(t) },
-        Isa::Avx2 => return unsafe { x86::kernel_avx2(t) },
-        Isa::Portable => {}
-    }
-    unsafe { kernel_portable(t) }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2,
-    Portable,
-}
-
-/// The best microkernel this machine runs; `RESNETC_NO_AVX512=1` keeps to AVX2.
-static ISA: std::sync::LazyLock<Isa> = std::sync::LazyLock::new(|| {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::env::var_os("RESNETC_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Isa::Avx2;
-        }
-    }
-    Isa::Portable
-});
-
-/// Whether the AVX-512 kernels run here.
-pub fn avx512() -> bool {
-    *ISA == Isa::Avx512
-}
-
-/// Whether the AVX2/FMA kernels run here (no AVX-512, or kept to AVX2).
-pub fn avx2() -> bool {
-    *ISA == Isa::Avx2
-}
-
-/// The microkernel in use on this machine.
-pub fn simd_kernel() -> &'static str {
-    match *ISA {
-        Isa::Avx512 => "avx512f 12x32",
-        Isa::Avx2 => "avx2+fma 4x(6x16)",
-        Isa::Portable => "portable 12x32",
-    }
-}
-
-unsafe fn kernel_portable(t: &Tile) {
-    let mut acc = [[0.0f32; NR]; MR];
-    for k in 0..t.kc {
-        for (r, row) in acc.iter_mut().enumerate().take(t.rows) {
-            let av = unsafe { *t.a.add(k * MR + r) };
-            for (j, v) in row.iter_mut().enumerate() {
-                *v += av * unsafe { *t.b.add(k * NR + j) };
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate().take(t.rows) {
-        for (j, v) in row.iter().enumerate() {
-            let p = unsafe { t.c.add(r * t.ldc + j) };
-            unsafe { *p = if t.accumulate { *p + v } else { *v } };
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    use super::{epilogue_body, Acc, Epilogue, Tile, MR, NR};
-
-    /// [`epilogue_body`] compiled for wider vectors.
-    macro_rules! epilogue_with {
-        ($name:ident, $features:literal, $avx512:literal) => {
-            #[target_feature(enable = $features)]
-            pub unsafe fn $name(acc: &Acc, out: *mut f32, e: &Epilogue) {
-                unsafe { epilogue_body::<$avx512>(acc, out, e) }
-            }
-        };
-    }
-    epilogue_with!(epilogue_avx512, "avx512f", true);
-    epilogue_with!(epilogue_avx2, "avx2,fma", false);
-
-    /// A contiguous output row: 16 lanes at a time, the last ones masked.
-    /// Each chunk's residual is loaded before its output is stored, so the
-    /// output may be the residual's own bytes. (The portable version's
-    /// arrays compiled to lane-by-lane inserts: 7% of a ResNet-50 run.)
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn row_avx512(
-        row: &[f32],
-        bias: f32,
-        res: Option<*const f32>,
-        relu: bool,
-        out: *mut f32,
-    ) {
-        let (n, b, zero) = (row.len(), _mm512_set1_ps(bias), _mm512_setzero_ps());
-        let mut c = 0;
-        while c < n {
-            let m = if n - c >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (n - c)) - 1) as __mmask16
-            };
-            let mut v = _mm512_add_ps(unsafe { _mm512_maskz_loadu_ps(m, row.as_ptr().add(c)) }, b);
-            if let Some(p) = res {
-                v = _mm512_add_ps(v, unsafe { _mm512_maskz_loadu_ps(m, p.add(c)) });
-            }
-            if relu {
-                // max(v, 0) returns 0 for NaN, like the interpreter.
-                v = _mm512_max_ps(v, zero);
-            }
-            unsafe { _mm512_mask_storeu_ps(out.add(c), m, v) };
-            c += 16;
-        }
-    }
-
-    /// One im2col row of NR lanes from runs of consecutive offsets:
-    /// `(offset of lane 0, lane mask)`; masked-off lanes neither load nor fault.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn row_runs(runs: &[(isize, u32)], base: *const f32, dst: *mut f32) {
-        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        for &(off, mask) in runs {
-            let p = base.wrapping_offset(off);
-            lo = unsafe { _mm512_mask_loadu_ps(lo, mask as u16, p) };
-            hi = unsafe { _mm512_mask_loadu_ps(hi, (mask >> 16) as u16, p.wrapping_add(16)) };
-        }
-        unsafe {
-            _mm512_storeu_ps(dst, lo);
-            _mm512_storeu_ps(dst.add(16), hi);
-        }
-    }
-
-    /// One im2col row of NR lanes by gather; lanes at -1 are zero.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn row_gather(lanes: &[i32; NR], base: *const f32, dst: *mut f32) {
-        for half in 0..2 {
-            let idx = unsafe { _mm512_loadu_si512(lanes.as_ptr().add(16 * half) as *const _) };
-            let mask = _mm512_cmpge_epi32_mask(idx, _mm512_setzero_si512());
-            let v = unsafe { _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), mask, idx, base) };
-            unsafe { _mm512_storeu_ps(dst.add(16 * half), v) };
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn fma_loop(iters: u64) {
-        let m = _mm256_set1_ps(0.999_999);
-        let a = _mm256_set1_ps(1e-7);
-        let mut acc = [_mm256_set1_ps(1.0); 12];
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm256_fmadd_ps(*v, m, a);
-            }
-        }
-        std::hint::black_box(acc);
-    }
-
-    /// An `R x 32` tile (R <= MR rows of the A panel): 2R accumulators,
-    /// two B vectors and a broadcast, within the 32 zmm registers.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512<const R: usize, const V: usize>(t: &Tile) {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let (a, b) = (t.a, t.b);
-        for k in 0..t.kc {
-            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
-            let mut bv = [_mm512_setzero_ps(); V];
-            for (v, x) in bv.iter_mut().enumerate() {
-                *x = unsafe { _mm512_loadu_ps(b.add(k * NR + 16 * v)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(unsafe { *a.add(k * MR + r) });
-                for (x, y) in row.iter_mut().zip(&bv) {
-                    *x = _mm512_fmadd_ps(av, *y, *x);
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, &x) in row.iter().enumerate() {
-                let p = unsafe { t.c.add(r * t.ldc + 16 * v) };
-                let x = if t.accumulate {
-                    _mm512_add_ps(x, unsafe { _mm512_loadu_ps(p) })
-                } else {
-                    x
-                };
-                unsafe { _mm512_storeu_ps(p, x) };
-            }
-        }
-    }
-
-    /// Whole panels with two vectors a row; a last panel of 16 columns or
-    /// fewer (N = 196, 784 at batch 1) with one.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows_avx512<const V: usize>(t: &Tile) {
-        unsafe {
-            match t.rows {
-                12 => tile_avx512::<12, V>(t),
-                11 => tile_avx512::<11, V>(t),
-                10 => tile_avx512::<10, V>(t),
-                9 => tile_avx512::<9, V>(t),
-                8 => tile_avx512::<8, V>(t),
-                7 => tile_avx512::<7, V>(t),
-                6 => tile_avx512::<6, V>(t),
-                5 => tile_avx512::<5, V>(t),
-                4 => tile_avx512::<4, V>(t),
-                3 => tile_avx512::<3, V>(t),
-                2 => tile_avx512::<2, V>(t),
-                _ => tile_avx512::<1, V>(t),
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn kernel_avx512(t: &Tile) {
-        unsafe {
-            if t.cols == 1 {
-                column_avx512(t)
-            } else if t.cols <= 8 {
-                // N = 196's last 4 columns: 4 FMAs a k here, 12 in a 16-column tile.
-                match t.cols {
-                    2 => columns_avx512::<2, 2>(t),
-                    3 => columns_avx512::<3, 2>(t),
-                    4 => columns_avx512::<4, 2>(t),
-                    5 => columns_avx512::<5, 1>(t),
-                    6 => columns_avx512::<6, 1>(t),
-                    7 => columns_avx512::<7, 1>(t),
-                    _ => columns_avx512::<8, 1>(t),
-                }
-            } else if t.cols <= 16 {
-                rows_avx512::<1>(t)
-            } else if t.cols == 17 {
-                // 16 + 1 columns (N = 49 at batch 1) cost 19 FMA cycles a k, 32 cost 24.
-                rows_avx512::<1>(t);
-                column_avx512(&Tile {
-                    b: t.b.add(16),
-                    c: t.c.add(16),
-                    ..*t
-                })
-            } else {
-                rows_avx512::<2>(t)
-            }
-        }
-    }
-
-    /// `C` columns (fc at batch 1; N = 196's last 4): the A panel's rows
-    /// as the vector, `C` FMAs per k instead of one per row, `CH` chains
-    /// per column so that at least 4 FMAs are in flight.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn columns_avx512<const C: usize, const CH: usize>(t: &Tile) {
-        let rows = ((1u32 << t.rows) - 1) as __mmask16;
-        let mut acc = [[_mm512_setzero_ps(); C]; CH];
-        let step = |acc: &mut [__m512; C], k: usize| {
-            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
-            let av = unsafe { _mm512_maskz_loadu_ps(rows, t.a.add(k * MR)) };
-            for (j, x) in acc.iter_mut().enumerate() {
-                let bv = _mm512_set1_ps(unsafe { *t.b.add(k * NR + j) });
-                *x = _mm512_fmadd_ps(av, bv, *x);
-            }
-        };
-        let full = t.kc / CH * CH;
-        for k in (0..full).step_by(CH) {
-            for (ch, a) in acc.iter_mut().enumerate() {
-                step(a, k + ch);
-            }
-        }
-        for k in full..t.kc {
-            step(&mut acc[0], k);
-        }
-        for j in 0..C {
-            let mut sum = acc[0][j];
-            for a in &acc[1..] {
-                sum = _mm512_add_ps(sum, a[j]);
-            }
-            let mut lanes = [0.0f32; 16];
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
-            for (r, &v) in lanes.iter().enumerate().take(t.rows) {
-                let p = unsafe { t.c.add(r * t.ldc + j) };
-                unsafe { *p = if t.accumulate { *p + v } else { v } };
-            }
-        }
-    }
-
-    /// One column (see [`columns_avx512`]).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn column_avx512(t: &Tile) {
-        unsafe { columns_avx512::<1, 4>(t) }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn fma_loop_avx512(iters: u64) {
-        let m = _mm512_set1_ps(0.999_999);
-        let a = _mm512_set1_ps(1e-7);
-        let mut acc = [_mm512_set1_ps(1.0); 12];
-        for _ in 0..iters {
-            for v in acc.iter_mut() {
-                *v = _mm512_fmadd_ps(*v, m, a);
-            }
-        }
-        std::hint::black_box(acc);
-    }
-
-    /// An `R x 16` tile (R <= 6 rows, 16 of the panel's 32 columns) in
-    /// the 16 ymm registers.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2<const R: usize>(t: &Tile) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; R];
-        let (a, b) = (t.a, t.b);
-        for k in 0..t.kc {
-            _mm_prefetch::<_MM_HINT_T0>(t.a_next.wrapping_add(k * MR) as *const i8);
-            let b0 = unsafe { _mm256_loadu_ps(b.add(k * NR)) };
-            let b1 = unsafe { _mm256_loadu_ps(b.add(k * NR + 8)) };
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = unsafe { _mm256_broadcast_ss(&*a.add(k * MR + r)) };
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            let p = unsafe { t.c.add(r * t.ldc) };
-            let (mut v0, mut v1) = (row[0], row[1]);
-            if t.accumulate {
-                v0 = _mm256_add_ps(v0, unsafe { _mm256_loadu_ps(p) });
-                v1 = _mm256_add_ps(v1, unsafe { _mm256_loadu_ps(p.add(8)) });
-            }
-            unsafe {
-                _mm256_storeu_ps(p, v0);
-                _mm256_storeu_ps(p.add(8), v1);
-            }
-        }
-    }
-
-    /// The tile as up to 2 x 2 pieces of at most 6 rows and 16 columns.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn kernel_avx2(t: &Tile) {
-        let mut r0 = 0;
-        while r0 < t.rows {
-            let rows = (t.rows - r0).min(6);
-            for half in [0, 16] {
-                let piece = Tile {
-                    rows,
-                    a: t.a.wrapping_add(r0),
-                    b: t.b.wrapping_add(half),
-                    c: t.c.wrapping_add(r0 * t.ldc + half),
-                    ..*t
-                };
-                unsafe {
-                    match rows {
-                        6 => tile_avx2::<6>(&piece),
-                        5 => tile_avx2::<5>(&piece),
-                        4 => tile_avx2::<4>(&piece),
-                        3 => tile_avx2::<3>(&piece),
-                        2 => tile_avx2::<2>(&piece),
-                        _ => tile_avx2::<1>(&piece),
-                    }
-                }
-            }
-            r0 += rows;
-        }
-    }
-}
-
-/// The machine's FMA peak in GFLOP/s on `team`'s threads, measured with a
-/// register-only loop of independent FMAs (what the microkernel could reach).
-pub fn measure_peak(team: &Team) -> f64 {
+/// The FMA peak in GFLOP/s of kernel set `k` on `team`'s threads,
+/// measured with a register-only loop of independent FMAs (what the
+/// microkernel could reach).
+pub fn measure_peak(k: &Kernels, team: &Team) -> f64 {
     let iters: u64 = 4_000_000;
     let start = std::time::Instant::now();
-    let per_thread = team.broadcast(|| peak_loop(iters));
+    let per_thread = team.broadcast(|| {
+        // SAFETY: the set was chosen among those this machine runs.
+        unsafe { (k.peak.run)(iters) };
+        (iters * k.peak.flops_per_iter) as f64
+    });
     let secs = start.elapsed().as_secs_f64();
     per_thread.iter().sum::<f64>() / secs / 1e9
 }
 
-/// Flops done by `iters` rounds of 12 independent FMA chains.
-fn peak_loop(iters: u64) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: the features were detected.
-        match *ISA {
-            Isa::Avx512 => {
-                unsafe { x86::fma_loop_avx512(iters) };
-                return (iters * 12 * 16 * 2) as f64;
-            }
-            Isa::Avx2 => {
-                unsafe { x86::fma_loop(iters) };
-                return (iters * 12 * 8 * 2) as f64;
-            }
-            Isa::Portable => {}
-        }
-    }
-    let mut acc = [1.0f32; 16];
-    for _ in 0..iters {
-        for a in acc.iter_mut() {
-            *a = a.mul_add(0.999_999, 1e-7);
-        }
-    }
-    std::hint::black_box(acc);
-    (iters * 16 * 2) as f64
-}
-
 #[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)] // buffers sized for the shapes they are given
 mod tests {
     use super::*;
+    use crate::backend::jit::kernels;
 
     fn geoms() -> Vec<ConvGeom> {
         let mut v = Vec::new();
@@ -1332,12 +889,12 @@ mod tests {
     }
 
     #[test]
-    #[cfg(target_arch = "x86_64")]
     fn simd_im2col_equals_the_scalar_one() {
-        if *ISA != Isa::Avx512 {
-            return;
-        }
-        for g in geoms() {
+        for (g, im2col) in kernels::available()
+            .into_iter()
+            .filter_map(|k| k.gemm.im2col)
+            .flat_map(|f| geoms().into_iter().map(move |g| (g, f)))
+        {
             let x = input(&g);
             let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
             let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
@@ -1350,7 +907,7 @@ mod tests {
                     unsafe { im2col_panel(x.as_ptr(), &g, p0, j, (n - j).min(NR), panel) };
                 }
                 let mut got = vec![f32::NAN; panels * kc * NR];
-                unsafe { im2col_block_avx512(x.as_ptr(), &g, n, (p0, kc), (0, n), &mut got) };
+                unsafe { im2col(x.as_ptr(), &g, n, (p0, kc), (0, n), &mut got) };
                 assert_eq!(got, want, "{g:?} rows {p0}..{}", p0 + kc);
             }
         }
@@ -1417,14 +974,20 @@ mod tests {
                     ldc: NR,
                     accumulate,
                 };
-                unsafe { kernel_portable(&tile(&mut want, NR)) };
-                for cols in [NR, 17, 16, 8, 5, 4, 3, 2, 1] {
+                unsafe { (kernels::portable::KERNELS.gemm.tile)(&tile(&mut want, NR)) };
+                for (k, cols) in kernels::available()
+                    .into_iter()
+                    .flat_map(|k| [NR, 17, 16, 8, 5, 4, 3, 2, 1].map(|c| (k, c)))
+                {
                     let mut got = got.clone();
-                    unsafe { kernel(&tile(&mut got, cols)) };
+                    unsafe { (k.gemm.tile)(&tile(&mut got, cols)) };
                     // The columns that matter agree; a narrow tile may leave the rest.
                     for r in 0..MR {
                         let (g, w) = (&got[r * NR..r * NR + cols], &want[r * NR..r * NR + cols]);
-                        assert_eq!(g, w, "{rows} rows, {cols} columns, accumulate {accumulate}");
+                        assert_eq!(
+                            g, w,
+                            "{k:?}: {rows} rows, {cols} columns, accumulate {accumulate}"
+                        );
                     }
                 }
             }
@@ -1437,7 +1000,10 @@ mod tests {
     #[test]
     fn images_along_n_equal_one_gemm_per_image() {
         let team = Team::new(2).unwrap();
-        for g in geoms() {
+        for (ks, g) in kernels::available()
+            .into_iter()
+            .flat_map(|k| geoms().into_iter().map(move |g| (k, g)))
+        {
             let (k, n) = (g.c * g.kernel * g.kernel, g.cols_per_image());
             let m = 29;
             let wt: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
@@ -1465,7 +1031,7 @@ mod tests {
                     geom,
                 };
                 let o = want[b * m * n..].as_mut_ptr();
-                unsafe { gemm(&a, src, n, o, &epi(Images::one(n), o), Some(&team)) };
+                unsafe { gemm(ks, &a, src, n, o, &epi(Images::one(n), o), Some(&team)) };
             }
             let images = Images {
                 cols: n,
@@ -1492,8 +1058,8 @@ mod tests {
                 for how in [Cut::Whole, Cut::Columns(2), Cut::Rows(2)] {
                     let mut got = res.clone();
                     let o = got.as_mut_ptr();
-                    unsafe { run_cut(&a, src, 3 * n, o, &epi(images, o), how, &team) };
-                    assert_eq!(got, want, "{g:?} {src:?} {how:?}");
+                    unsafe { run_cut(ks, &a, src, 3 * n, o, &epi(images, o), how, &team) };
+                    assert_eq!(got, want, "{ks:?} {g:?} {src:?} {how:?}");
                 }
             }
         }
@@ -1502,7 +1068,10 @@ mod tests {
     #[test]
     fn gemm_equals_a_naive_product_for_every_cut() {
         let team = Team::new(2).unwrap();
-        for g in geoms() {
+        for (ks, g) in kernels::available()
+            .into_iter()
+            .flat_map(|k| geoms().into_iter().map(move |g| (k, g)))
+        {
             let x = input(&g);
             let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
             let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
@@ -1559,8 +1128,8 @@ mod tests {
                     Cut::Rows(2),
                 ] {
                     let mut got = vec![f32::NAN; m * n];
-                    unsafe { run_cut(&a, b, n, got.as_mut_ptr(), &epi, how, &team) };
-                    assert_eq!(got, want, "{g:?} {b:?} {how:?}");
+                    unsafe { run_cut(ks, &a, b, n, got.as_mut_ptr(), &epi, how, &team) };
+                    assert_eq!(got, want, "{ks:?} {g:?} {b:?} {how:?}");
                 }
             }
         }

@@ -1,32 +1,73 @@
 //! What generated code calls: kernels with `extern "C"` entry points, each
 //! taking a descriptor built at compile time (shapes, packed weights) and
 //! arena pointers. The descriptors live as long as the compiled network.
+//!
+//! Every entry point runs its body under [`Shared::guard`]: a panic in a
+//! kernel (on any thread of the team) becomes the run's error instead of
+//! unwinding into generated code, and the steps after it are skipped.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use super::gemm::{self, Epilogue, PackedA, ResidualRead};
+use super::kernels::Kernels;
 use super::strategy::ConvStrategy;
-use super::team::Sendable;
+use super::team::{TaskPtr, Team};
+use crate::backend::program::ConvGeom;
 use crate::ir::op::Residual;
 
 /// State shared by every kernel of one compiled network.
 pub struct Shared {
-    pub team: super::team::Team,
+    pub team: Team,
+    /// The kernel set, chosen once at compile time.
+    pub kernels: &'static Kernels,
     /// The fc layer's packed input, or a strided 1x1 conv's subsampled one.
     pub scratch: std::cell::UnsafeCell<Vec<f32>>,
+    /// Whether a step of this run failed (the rest are skipped).
+    pub failed: AtomicBool,
+    /// The first failure: the step and what happened.
+    pub failure: Mutex<Option<(usize, String)>>,
+}
+
+// SAFETY: `scratch` is used by one step at a time (runs are not
+// concurrent: `run` takes `&mut self`), its tasks on disjoint parts.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Run step `step`'s body, catching a panic as the run's failure;
+    /// nothing runs once a step has failed.
+    pub fn guard(&self, step: usize, body: impl FnOnce()) {
+        if self.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let ran = catch_unwind(AssertUnwindSafe(body));
+        if let Err(p) = ran {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            if let Ok(mut f) = self.failure.lock() {
+                f.get_or_insert((step, what));
+            }
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// The failure of the last run, if any, and ready for the next.
+    pub fn take_failure(&self) -> Option<(usize, String)> {
+        let f = self.failure.lock().ok().and_then(|mut f| f.take());
+        self.failed.store(false, Ordering::Release);
+        f
+    }
 }
 
 pub struct ConvDesc {
     pub shared: *const Shared,
-    pub n: usize,
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub o: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub pad: usize,
-    pub groups: usize,
-    pub oh: usize,
-    pub ow: usize,
+    /// The step's index, for errors.
+    pub step: usize,
+    pub g: ConvGeom,
     /// One packed A per group.
     pub a: Vec<PackedA>,
     pub bias: Option<Vec<f32>>,
@@ -37,6 +78,9 @@ pub struct ConvDesc {
     pub strategy: ConvStrategy,
 }
 
+// SAFETY: a descriptor is only read while the network runs; `shared` is Sync.
+unsafe impl Sync for ConvDesc {}
+
 /// # Safety
 /// Called by generated code with a live descriptor and arena pointers that
 /// hold the shapes the descriptor names.
@@ -46,39 +90,64 @@ pub unsafe extern "C" fn rt_conv(
     res: *const f32,
     out: *mut f32,
 ) {
-    let d = unsafe { &*d };
-    let shared = unsafe { &*d.shared };
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    // SAFETY: the caller's arena pointers, for this descriptor.
+    shared.guard(d.step, || unsafe { conv(d, shared, x, res, out) });
+}
+
+/// The conv of `rt_conv`.
+///
+/// # Safety
+/// As [`rt_conv`].
+unsafe fn conv(d: &ConvDesc, shared: &Shared, x: *const f32, res: *const f32, out: *mut f32) {
     let team = &shared.team;
     // SAFETY: one kernel runs at a time; jobs use disjoint parts of the scratch.
     let scratch = unsafe { (*shared.scratch.get()).as_mut_ptr() };
-    let jobs = d.n * d.groups;
+    let jobs = d.g.n * d.g.groups;
     // A batch goes along N as one GEMM: the weights are read once, not
     // once per image (im2col's lane offsets must stay within i32).
-    if d.groups == 1 && d.n > 1 && d.n * d.c * d.h * d.w <= i32::MAX as usize {
-        return unsafe { conv_batch(d, (x, res, out), scratch, team) };
+    if d.g.groups == 1 && d.g.n > 1 && d.g.n * d.g.c * d.g.h * d.g.w <= i32::MAX as usize {
+        // SAFETY: the caller's pointers.
+        return unsafe { conv_batch(d, shared.kernels, (x, res, out), scratch, team) };
     }
     if team.size() > 1 && jobs >= team.size() {
         // Images (or groups) enough to go round: each thread takes whole
         // GEMMs, with no cut to pack twice or wait on.
-        let (io, scratch, dp) = (
-            Sendable((x, res, out)),
-            Sendable(scratch),
-            Sendable(d as *const ConvDesc),
-        );
-        team.run(jobs, &|t| unsafe {
-            let d = &*dp.get();
-            conv_one(
-                d,
-                (t / d.groups, t % d.groups),
-                io.get(),
-                scratch.get(),
-                None,
+        // SAFETY: job (b, g) reads its image and writes its own image and
+        // group of the output and its own part of the scratch.
+        let io = unsafe {
+            (
+                TaskPtr::reading(x),
+                TaskPtr::reading(res),
+                TaskPtr::new(out),
+                TaskPtr::new(scratch),
             )
+        };
+        team.run(jobs, &|t| {
+            let (x, res, out, scratch) = (
+                io.0.get() as *const f32,
+                io.1.get() as *const f32,
+                io.2.get(),
+                io.3.get(),
+            );
+            // SAFETY: as above.
+            unsafe {
+                conv_one(
+                    d,
+                    shared.kernels,
+                    (t / d.g.groups, t % d.g.groups),
+                    (x, res, out),
+                    scratch,
+                    None,
+                )
+            }
         });
     } else {
         for t in 0..jobs {
-            let job = (t / d.groups, t % d.groups);
-            unsafe { conv_one(d, job, (x, res, out), scratch, Some(team)) };
+            let job = (t / d.g.groups, t % d.g.groups);
+            // SAFETY: the caller's pointers, one job at a time.
+            unsafe { conv_one(d, shared.kernels, job, (x, res, out), scratch, Some(team)) };
         }
     }
 }
@@ -89,43 +158,45 @@ pub unsafe extern "C" fn rt_conv(
 /// As [`rt_conv`].
 unsafe fn conv_batch(
     d: &ConvDesc,
+    k: &Kernels,
     (x, res, out): (*const f32, *const f32, *mut f32),
     scratch: *mut f32,
-    team: &super::team::Team,
+    team: &Team,
 ) {
-    let n_pix = d.oh * d.ow;
-    let (x_image, out_image) = (d.c * d.h * d.w, d.o * n_pix);
+    let n_pix = d.g.oh * d.g.ow;
+    let (x_image, out_image) = (d.g.c * d.g.h * d.g.w, d.g.o * n_pix);
     let b_source = match d.strategy {
         ConvStrategy::Direct1x1 => gemm::BSource::Rows {
             ptr: x,
-            ld: d.h * d.w,
+            ld: d.g.h * d.g.w,
             images: gemm::Images {
                 cols: n_pix,
                 stride: x_image,
             },
         },
         ConvStrategy::Strided1x1 => {
-            for b in 0..d.n {
+            for b in 0..d.g.n {
                 // SAFETY: compile sized the scratch for every image.
                 let dst = unsafe {
-                    std::slice::from_raw_parts_mut(scratch.add(b * d.c * n_pix), d.c * n_pix)
+                    std::slice::from_raw_parts_mut(scratch.add(b * d.g.c * n_pix), d.g.c * n_pix)
                 };
-                let xb = unsafe { x.add(b * x_image) };
-                let shape = (d.c, d.h, d.w);
-                unsafe { subsample(xb, shape, d.stride, (d.oh, d.ow), dst, Some(team)) };
+                let xb = x.wrapping_add(b * x_image);
+                let shape = (d.g.c, d.g.h, d.g.w);
+                // SAFETY: image b of the input.
+                unsafe { subsample(xb, shape, d.g.stride, (d.g.oh, d.g.ow), dst, Some(team)) };
             }
             gemm::BSource::Rows {
                 ptr: scratch,
                 ld: n_pix,
                 images: gemm::Images {
                     cols: n_pix,
-                    stride: d.c * n_pix,
+                    stride: d.g.c * n_pix,
                 },
             }
         }
         ConvStrategy::Im2col | ConvStrategy::Blocked => gemm::BSource::Im2col {
             x,
-            geom: geom(d, d.c, x_image),
+            geom: geom(d, d.g.c, x_image),
         },
     };
     let epi = Epilogue {
@@ -139,19 +210,20 @@ unsafe fn conv_batch(
             stride: out_image,
         },
     };
-    unsafe { gemm::gemm(&d.a[0], b_source, d.n * n_pix, out, &epi, Some(team)) };
+    // SAFETY: the caller's arena pointers hold the shapes of the descriptor.
+    unsafe { gemm::gemm(k, &d.a[0], b_source, d.g.n * n_pix, out, &epi, Some(team)) };
 }
 
 /// im2col's view of `c` input channels of a conv, images `image_stride` apart.
 fn geom(d: &ConvDesc, c: usize, image_stride: usize) -> gemm::ConvGeom {
     gemm::ConvGeom {
         c,
-        h: d.h,
-        w: d.w,
-        kernel: d.kernel,
-        stride: d.stride,
-        pad: d.pad,
-        ow: d.ow,
+        h: d.g.h,
+        w: d.g.w,
+        kernel: d.g.kernel,
+        stride: d.g.stride,
+        pad: d.g.pad,
+        ow: d.g.ow,
         image_stride,
     }
 }
@@ -171,7 +243,7 @@ fn residual_read(d: &ConvDesc, res: *const f32) -> ResidualRead {
             w: rw,
             stride,
             before: pad_before,
-            out_w: d.ow,
+            out_w: d.g.ow,
         },
     }
 }
@@ -182,27 +254,38 @@ fn residual_read(d: &ConvDesc, res: *const f32) -> ResidualRead {
 /// As [`rt_conv`]; jobs running at once have distinct `(b, g)`.
 unsafe fn conv_one(
     d: &ConvDesc,
+    k: &Kernels,
     (b, g): (usize, usize),
     (x, res, out): (*const f32, *const f32, *mut f32),
     scratch: *mut f32,
-    team: Option<&super::team::Team>,
+    team: Option<&Team>,
 ) {
-    let (cg, og) = (d.c / d.groups, d.o / d.groups);
-    let n_pix = d.oh * d.ow;
-    let xg = unsafe { x.add((b * d.c + g * cg) * d.h * d.w) };
+    let (cg, og) = (d.g.c / d.g.groups, d.g.o / d.g.groups);
+    let n_pix = d.g.oh * d.g.ow;
+    let xg = x.wrapping_add((b * d.g.c + g * cg) * d.g.h * d.g.w);
     let b_source = match d.strategy {
         ConvStrategy::Direct1x1 => gemm::BSource::Rows {
             ptr: xg,
-            ld: d.h * d.w,
+            ld: d.g.h * d.g.w,
             images: gemm::Images::one(n_pix),
         },
         ConvStrategy::Strided1x1 => {
+            let job = b * d.g.groups + g;
             // SAFETY: compile sized the scratch for every job; this one's slice is its own.
-            let job = b * d.groups + g;
             let dst = unsafe {
                 std::slice::from_raw_parts_mut(scratch.add(job * cg * n_pix), cg * n_pix)
             };
-            unsafe { subsample(xg, (cg, d.h, d.w), d.stride, (d.oh, d.ow), dst, team) };
+            // SAFETY: image b, group g of the input.
+            unsafe {
+                subsample(
+                    xg,
+                    (cg, d.g.h, d.g.w),
+                    d.g.stride,
+                    (d.g.oh, d.g.ow),
+                    dst,
+                    team,
+                )
+            };
             gemm::BSource::Rows {
                 ptr: dst.as_ptr(),
                 ld: n_pix,
@@ -214,23 +297,24 @@ unsafe fn conv_one(
             geom: geom(d, cg, 0),
         },
     };
-    let out_b = unsafe { out.add((b * d.o + g * og) * n_pix) };
+    let out_b = out.wrapping_add((b * d.g.o + g * og) * n_pix);
     let (rc, rh, rw) = d.res_chw;
     // Option A's residual is read per image; an added one as the output.
     let res_b = match d.residual {
         Residual::PadAdd { .. } => res.wrapping_add(b * rc * rh * rw),
-        _ => res.wrapping_add((b * d.o + g * og) * n_pix),
+        _ => res.wrapping_add((b * d.g.o + g * og) * n_pix),
     };
     let residual = residual_read(d, res_b);
     let epi = Epilogue {
-        bias: d.bias.as_ref().map(|v| unsafe { v.as_ptr().add(g * og) }),
+        bias: d.bias.as_ref().map(|v| v[g * og..].as_ptr()),
         residual,
         relu: d.relu,
         row_stride: n_pix,
         col_stride: 1,
         images: gemm::Images::one(n_pix),
     };
-    unsafe { gemm::gemm(&d.a[g], b_source, n_pix, out_b, &epi, team) };
+    // SAFETY: image b, group g of the caller's arena pointers.
+    unsafe { gemm::gemm(k, &d.a[g], b_source, n_pix, out_b, &epi, team) };
 }
 
 /// `dst[c, oy, ox] = x[c, oy * stride, ox * stride]`: a strided 1x1 conv's B.
@@ -243,15 +327,20 @@ unsafe fn subsample(
     stride: usize,
     (oh, ow): (usize, usize),
     dst: &mut [f32],
-    team: Option<&super::team::Team>,
+    team: Option<&Team>,
 ) {
-    let (x, d) = (Sendable(x), Sendable(dst.as_mut_ptr()));
+    // SAFETY: task t reads x and alone writes its channels of dst.
+    let (x, d) = unsafe { (TaskPtr::reading(x), TaskPtr::new(dst.as_mut_ptr())) };
     let chunks = team.map_or(1, |t| c.min(4 * t.size()));
     let run = |t: usize| {
         for ci in c * t / chunks..c * (t + 1) / chunks {
             // SAFETY: channel ci of x; task t alone writes dst's channel ci.
-            let src = unsafe { std::slice::from_raw_parts(x.get().add(ci * h * w), h * w) };
-            let out = unsafe { std::slice::from_raw_parts_mut(d.get().add(ci * oh * ow), oh * ow) };
+            let (src, out) = unsafe {
+                (
+                    std::slice::from_raw_parts(x.get().add(ci * h * w) as *const f32, h * w),
+                    std::slice::from_raw_parts_mut(d.get().add(ci * oh * ow), oh * ow),
+                )
+            };
             for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
                 let line = &src[oy * stride * w..];
                 for (ox, v) in row.iter_mut().enumerate() {
@@ -268,51 +357,53 @@ unsafe fn subsample(
 
 pub struct LinearDesc {
     pub shared: *const Shared,
+    pub step: usize,
     pub n: usize,
     pub f: usize,
     pub a: PackedA,
     pub bias: Option<Vec<f32>>,
 }
 
+// SAFETY: only read while the network runs.
+unsafe impl Sync for LinearDesc {}
+
 /// fc: out[n, o] = x[n, :] . W[o, :] + b[o], as a GEMM over the batch.
 ///
 /// # Safety
 /// As [`rt_conv`].
 pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mut f32) {
-    let d = unsafe { &*d };
-    let shared = unsafe { &*d.shared };
-    let scratch = unsafe { &mut *shared.scratch.get() };
-    // B[k = f][j = n] = x[n * F + f]: pack the transposed input.
-    let len = gemm::packed_b_len(d.f, d.n);
-    scratch[..len].fill(0.0);
-    for j in 0..d.n {
-        for f in 0..d.f {
-            scratch[((j / gemm::NR) * d.f + f) * gemm::NR + j % gemm::NR] =
-                unsafe { *x.add(j * d.f + f) };
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    shared.guard(d.step, || {
+        // SAFETY: one step at a time uses the scratch, sized for this fc at compile time.
+        let scratch = unsafe { &mut *shared.scratch.get() };
+        // SAFETY: x holds n x f values.
+        let x = unsafe { std::slice::from_raw_parts(x, d.n * d.f) };
+        // B[k = f][j = n] = x[n * F + f]: pack the transposed input.
+        let len = gemm::packed_b_len(d.f, d.n);
+        scratch[..len].fill(0.0);
+        for j in 0..d.n {
+            for f in 0..d.f {
+                scratch[((j / gemm::NR) * d.f + f) * gemm::NR + j % gemm::NR] = x[j * d.f + f];
+            }
         }
-    }
-    let epi = Epilogue {
-        bias: d.bias.as_ref().map(|v| v.as_ptr()),
-        residual: ResidualRead::None,
-        relu: false,
-        row_stride: 1,
-        col_stride: d.a.m,
-        images: gemm::Images::one(d.n),
-    };
-    unsafe {
-        gemm::gemm(
-            &d.a,
-            gemm::BSource::Packed(scratch.as_ptr()),
-            d.n,
-            out,
-            &epi,
-            Some(&shared.team),
-        )
-    };
+        let epi = Epilogue {
+            bias: d.bias.as_ref().map(|v| v.as_ptr()),
+            residual: ResidualRead::None,
+            relu: false,
+            row_stride: 1,
+            col_stride: d.a.m,
+            images: gemm::Images::one(d.n),
+        };
+        let b = gemm::BSource::Packed(scratch.as_ptr());
+        // SAFETY: out holds n x o values; B is packed above.
+        unsafe { gemm::gemm(shared.kernels, &d.a, b, d.n, out, &epi, Some(&shared.team)) };
+    });
 }
 
 pub struct PoolDesc {
     pub shared: *const Shared,
+    pub step: usize,
     pub n: usize,
     pub c: usize,
     pub h: usize,
@@ -325,31 +416,45 @@ pub struct PoolDesc {
     pub max: bool,
 }
 
-/// Max pooling (-inf padding) or average pooling (padding counted).
+// SAFETY: only read while the network runs.
+unsafe impl Sync for PoolDesc {}
+
+/// The larger of two values, NaN if either is (PyTorch's max pool).
+#[inline(always)]
+fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
+}
+
+/// Max pooling (-inf padding, NaN kept) or average pooling (padding counted).
 ///
 /// # Safety
 /// As [`rt_conv`].
 pub unsafe extern "C" fn rt_pool(d: *const PoolDesc, x: *const f32, out: *mut f32) {
-    let d = unsafe { &*d };
-    let shared = unsafe { &*d.shared };
-    let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
-    let planes = d.n * d.c;
-    // The descriptor outlives the run; tasks own disjoint planes.
-    let (out, x, dp) = (Sendable(out), Sendable(x), Sendable(d as *const PoolDesc));
-    let chunks = planes.min(8 * shared.team.size());
-    shared.team.run(chunks, &|t| {
-        let d = unsafe { &*dp.get() };
-        let mut rows = vec![0.0f32; d.w];
-        for p in planes * t / chunks..planes * (t + 1) / chunks {
-            // SAFETY: the arena holds n*c planes of each size; tasks own disjoint planes.
-            let (xp, o) = unsafe {
-                (
-                    std::slice::from_raw_parts(x.get().add(p * plane_in), plane_in),
-                    std::slice::from_raw_parts_mut(out.get().add(p * plane_out), plane_out),
-                )
-            };
-            pool_plane(d, xp, o, &mut rows);
-        }
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    shared.guard(d.step, || {
+        let (plane_in, plane_out) = (d.h * d.w, d.oh * d.ow);
+        let planes = d.n * d.c;
+        // SAFETY: tasks read x and own disjoint planes of out.
+        let (out, x) = unsafe { (TaskPtr::new(out), TaskPtr::reading(x)) };
+        let chunks = planes.min(8 * shared.team.size());
+        shared.team.run(chunks, &|t| {
+            let mut rows = vec![0.0f32; d.w];
+            for p in planes * t / chunks..planes * (t + 1) / chunks {
+                // SAFETY: the arena holds n*c planes of each size; tasks own disjoint planes.
+                let (xp, o) = unsafe {
+                    (
+                        std::slice::from_raw_parts(x.get().add(p * plane_in), plane_in),
+                        std::slice::from_raw_parts_mut(out.get().add(p * plane_out), plane_out),
+                    )
+                };
+                pool_plane(d, xp, o, &mut rows);
+            }
+        });
     });
 }
 
@@ -370,17 +475,16 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
         for iy in ya..yb {
             let src = &xp[iy * w..(iy + 1) * w];
             if max {
-                // A plain compare (maxps), not f32::max's NaN handling.
                 rows.iter_mut()
                     .zip(src)
-                    .for_each(|(r, &v)| *r = if v > *r { v } else { *r });
+                    .for_each(|(r, &v)| *r = max_nan(*r, v));
             } else {
                 rows.iter_mut().zip(src).for_each(|(r, &v)| *r += v);
             }
         }
         let reduce = |win: &[f32]| {
             if max {
-                win.iter().fold(init, |a, &v| if v > a { v } else { a })
+                win.iter().fold(init, |a, &v| max_nan(a, v))
             } else {
                 win.iter().sum::<f32>() / (kernel * kernel) as f32
             }
@@ -395,9 +499,8 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
             let windows = rows[lo * stride - pad..].windows(kernel).step_by(stride);
             if max && kernel == 3 {
                 // The stem's 3x3 max pool, unrolled.
-                let m = |a: f32, b: f32| if b > a { b } else { a };
                 for (v, win) in orow[lo..hi].iter_mut().zip(windows) {
-                    *v = m(m(win[0], win[1]), win[2]);
+                    *v = max_nan(max_nan(win[0], win[1]), win[2]);
                 }
             } else {
                 for (v, win) in orow[lo..hi].iter_mut().zip(windows) {
@@ -417,6 +520,8 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
 }
 
 pub struct PadDesc {
+    pub shared: *const Shared,
+    pub step: usize,
     pub n: usize,
     pub c: usize,
     pub h: usize,
@@ -431,48 +536,33 @@ pub struct PadDesc {
 /// # Safety
 /// As [`rt_conv`].
 pub unsafe extern "C" fn rt_shortcut_pad(d: *const PadDesc, x: *const f32, out: *mut f32) {
-    let d = unsafe { &*d };
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
     let (oh, ow) = (d.h.div_ceil(d.stride), d.w.div_ceil(d.stride));
     let oc = d.before + d.c + d.after;
-    for b in 0..d.n {
-        for c in 0..oc {
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let v = if c >= d.before && c - d.before < d.c {
-                        unsafe {
-                            *x.add(
-                                ((b * d.c + c - d.before) * d.h + y * d.stride) * d.w
-                                    + xx * d.stride,
-                            )
-                        }
-                    } else {
-                        0.0
-                    };
-                    unsafe { *out.add(((b * oc + c) * oh + y) * ow + xx) = v };
+    shared.guard(d.step, || {
+        // SAFETY: x holds the n input maps, out the n padded ones.
+        let (x, out) = unsafe {
+            (
+                std::slice::from_raw_parts(x, d.n * d.c * d.h * d.w),
+                std::slice::from_raw_parts_mut(out, d.n * oc * oh * ow),
+            )
+        };
+        for b in 0..d.n {
+            for c in 0..oc {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let v = if c >= d.before && c - d.before < d.c {
+                            x[((b * d.c + c - d.before) * d.h + y * d.stride) * d.w + xx * d.stride]
+                        } else {
+                            0.0
+                        };
+                        out[((b * oc + c) * oh + y) * ow + xx] = v;
+                    }
                 }
             }
         }
-    }
-}
-
-/// Softmax over each of `rows` rows of `cols`.
-///
-/// # Safety
-/// As [`rt_conv`].
-pub unsafe extern "C" fn rt_softmax(rows: usize, cols: usize, x: *const f32, out: *mut f32) {
-    for r in 0..rows {
-        let row = unsafe { std::slice::from_raw_parts(x.add(r * cols), cols) };
-        let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        let mut sum = 0.0;
-        for (j, v) in row.iter().enumerate() {
-            let e = (v - m).exp();
-            unsafe { *out.add(r * cols + j) = e };
-            sum += e;
-        }
-        for j in 0..cols {
-            unsafe { *out.add(r * cols + j) /= sum };
-        }
-    }
+    });
 }
 
 /// Timestamps of a profiled run: one per step, written by `rt_tick`.
@@ -481,13 +571,17 @@ pub struct Ticks(pub std::cell::UnsafeCell<Vec<std::time::Instant>>);
 /// # Safety
 /// `t` is a live [`Ticks`] with more than `i` entries; runs are not concurrent.
 pub unsafe extern "C" fn rt_tick(t: *const Ticks, i: usize) {
+    // SAFETY: the caller's promise.
     let v = unsafe { &mut *(*t).0.get() };
-    v[i] = std::time::Instant::now();
+    if let Some(slot) = v.get_mut(i) {
+        *slot = std::time::Instant::now();
+    }
 }
 
 /// A conv on channel-blocked maps.
 pub struct BlockedConvDesc {
     pub shared: *const Shared,
+    pub step: usize,
     pub n: usize,
     pub conv: super::blocked::Conv,
 }
@@ -500,85 +594,148 @@ pub unsafe extern "C" fn rt_conv_blocked(
     res: *const f32,
     out: *mut f32,
 ) {
-    let d = unsafe { &*d };
-    let team = unsafe { &(*d.shared).team };
-    unsafe { d.conv.run(d.n, x, res, out, team) };
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    // SAFETY: the caller's arena pointers hold the conv's maps.
+    shared.guard(d.step, || unsafe {
+        d.conv.run(d.n, x, res, out, &shared.team)
+    });
 }
 
-/// Max pooling of channel-blocked maps (-inf padding), 16 channels a vector.
+/// Max pooling of channel-blocked maps (-inf padding, NaN kept), 16
+/// channels a vector.
 ///
 /// # Safety
 /// As [`rt_conv`].
 pub unsafe extern "C" fn rt_max_pool_blocked(d: *const PoolDesc, x: *const f32, out: *mut f32) {
     use super::blocked::BLOCK;
-    let d = unsafe { &*d };
-    let shared = unsafe { &*d.shared };
-    let rows = d.n * d.c / BLOCK * d.oh;
-    let (out, x, dp) = (Sendable(out), Sendable(x), Sendable(d as *const PoolDesc));
-    let chunks = rows.min(8 * shared.team.size());
-    shared.team.run(chunks, &|t| {
-        let d = unsafe { &*dp.get() };
-        for r in rows * t / chunks..rows * (t + 1) / chunks {
-            let (plane, oy) = (r / d.oh, r % d.oh);
-            let y0 = (oy * d.stride) as isize - d.pad as isize;
-            let ys =
-                y0.max(0) as usize..((y0 + d.kernel as isize).min(d.h as isize)).max(0) as usize;
-            let xp = x.get().wrapping_add(plane * d.h * d.w * BLOCK);
-            let orow = out.get().wrapping_add((plane * d.oh + oy) * d.ow * BLOCK);
-            for ox in 0..d.ow {
-                let x0 = (ox * d.stride) as isize - d.pad as isize;
-                let xs = x0.max(0) as usize
-                    ..((x0 + d.kernel as isize).min(d.w as isize)).max(0) as usize;
-                let mut m = [f32::NEG_INFINITY; BLOCK];
-                for iy in ys.clone() {
-                    for ix in xs.clone() {
-                        // SAFETY: (iy, ix) is inside the plane.
-                        let v =
-                            unsafe { &*(xp.add((iy * d.w + ix) * BLOCK) as *const [f32; BLOCK]) };
-                        for (a, &b) in m.iter_mut().zip(v) {
-                            *a = if b > *a { b } else { *a };
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    shared.guard(d.step, || {
+        let rows = d.n * d.c / BLOCK * d.oh;
+        // SAFETY: tasks read x and own disjoint output rows.
+        let (out, x) = unsafe { (TaskPtr::new(out), TaskPtr::reading(x)) };
+        let chunks = rows.min(8 * shared.team.size());
+        shared.team.run(chunks, &|t| {
+            for r in rows * t / chunks..rows * (t + 1) / chunks {
+                let (plane, oy) = (r / d.oh, r % d.oh);
+                let y0 = (oy * d.stride) as isize - d.pad as isize;
+                let ys = y0.max(0) as usize
+                    ..((y0 + d.kernel as isize).min(d.h as isize)).max(0) as usize;
+                let xp = x.get().wrapping_add(plane * d.h * d.w * BLOCK) as *const f32;
+                let orow = out.get().wrapping_add((plane * d.oh + oy) * d.ow * BLOCK);
+                for ox in 0..d.ow {
+                    let x0 = (ox * d.stride) as isize - d.pad as isize;
+                    let xs = x0.max(0) as usize
+                        ..((x0 + d.kernel as isize).min(d.w as isize)).max(0) as usize;
+                    let mut m = [f32::NEG_INFINITY; BLOCK];
+                    for iy in ys.clone() {
+                        for ix in xs.clone() {
+                            // SAFETY: (iy, ix) is inside the plane.
+                            let v = unsafe {
+                                &*(xp.add((iy * d.w + ix) * BLOCK) as *const [f32; BLOCK])
+                            };
+                            for (a, &b) in m.iter_mut().zip(v) {
+                                *a = max_nan(*a, b);
+                            }
                         }
                     }
+                    // SAFETY: output pixel ox of this task's row.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(m.as_ptr(), orow.add(ox * BLOCK), BLOCK)
+                    };
                 }
-                // SAFETY: output pixel ox of this task's row.
-                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), orow.add(ox * BLOCK), BLOCK) };
             }
-        }
+        });
     });
+}
+
+/// The global pool of channel-blocked maps.
+pub struct GlobalDesc {
+    pub shared: *const Shared,
+    pub step: usize,
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
 }
 
 /// The mean of each channel of `n` channel-blocked `c x hw` maps: `[n][c]`.
 ///
 /// # Safety
-/// `x` holds the maps, `out` `n x c` values.
-pub unsafe extern "C" fn rt_global_avg_blocked(
-    n: usize,
-    c: usize,
-    hw: usize,
-    x: *const f32,
-    out: *mut f32,
-) {
+/// As [`rt_conv`]: `x` holds the maps, `out` `n x c` values.
+pub unsafe extern "C" fn rt_global_avg_blocked(d: *const GlobalDesc, x: *const f32, out: *mut f32) {
     use super::blocked::BLOCK;
-    for block in 0..n * c / BLOCK {
-        let mut s = [0.0f32; BLOCK];
-        for p in 0..hw {
-            // SAFETY: pixel p of block `block`.
-            let v = unsafe { &*(x.add((block * hw + p) * BLOCK) as *const [f32; BLOCK]) };
-            for (a, &b) in s.iter_mut().zip(v) {
-                *a += b;
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    shared.guard(d.step, || {
+        // SAFETY: x holds n x c x hw values, out n x c.
+        let (x, out) = unsafe {
+            (
+                std::slice::from_raw_parts(x, d.n * d.c * d.hw),
+                std::slice::from_raw_parts_mut(out, d.n * d.c),
+            )
+        };
+        for (block, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+            let mut s = [0.0f32; BLOCK];
+            for v in x[block * d.hw * BLOCK..(block + 1) * d.hw * BLOCK].chunks_exact(BLOCK) {
+                for (a, &b) in s.iter_mut().zip(v) {
+                    *a += b;
+                }
+            }
+            for (o, v) in o.iter_mut().zip(s) {
+                *o = v / d.hw as f32;
             }
         }
-        for (i, v) in s.iter().enumerate() {
-            // SAFETY: channel block * 16 + i of out.
-            unsafe { *out.add(block * BLOCK + i) = v / hw as f32 };
-        }
-    }
+    });
+}
+
+/// Make one of four tasks panic, as step `step` (the code calls this
+/// before a step where a test asked for a fault).
+///
+/// # Safety
+/// `shared` is the network's live shared state.
+pub unsafe extern "C" fn rt_fault(shared: *const Shared, step: usize) {
+    // SAFETY: the caller's promise.
+    let shared = unsafe { &*shared };
+    shared.guard(step, || {
+        shared.team.run(4, &|t| {
+            if t == 1 {
+                panic!("an injected fault");
+            }
+        })
+    });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::interp::kernels;
+
+    /// Pooling by its definition: each window's max (NaN kept) or mean
+    /// over k * k (padding counted).
+    fn naive(x: &ndarray::Array4<f32>, k: usize, s: usize, p: usize, max: bool) -> Vec<f32> {
+        let (_, _, h, w) = x.dim();
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let mut out = Vec::new();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let (iy, ix) = (
+                            (oy * s + ky) as isize - p as isize,
+                            (ox * s + kx) as isize - p as isize,
+                        );
+                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                            let v = x[[0, 0, iy as usize, ix as usize]];
+                            acc = if max { max_nan(acc, v) } else { acc + v };
+                        }
+                    }
+                }
+                out.push(if max { acc } else { acc / (k * k) as f32 });
+            }
+        }
+        out
+    }
 
     /// Every pooling shape the fast paths special-case, against the interpreter.
     #[test]
@@ -595,6 +752,7 @@ mod tests {
                 for max in [true, false] {
                     let d = PoolDesc {
                         shared: std::ptr::null(),
+                        step: 0,
                         n: 1,
                         c: 1,
                         h,
@@ -609,12 +767,7 @@ mod tests {
                     let mut got = vec![f32::NAN; oh * ow];
                     let mut rows = vec![0.0; w];
                     pool_plane(&d, x.as_slice().unwrap(), &mut got, &mut rows);
-                    let want = if max {
-                        kernels::max_pool(x.view(), kernel, stride, pad)
-                    } else {
-                        kernels::avg_pool(x.view(), kernel, stride, pad)
-                    };
-                    let want: Vec<f32> = want.iter().copied().collect();
+                    let want = naive(&x, kernel, stride, pad, max);
                     assert_eq!(got, want, "{h}x{w} k{kernel} s{stride} p{pad} max {max}");
                 }
             }

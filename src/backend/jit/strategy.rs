@@ -1,13 +1,12 @@
 //! How each conv is lowered, chosen by named eligibility rules that can be
 //! overridden for experiments (`--conv-strategy`).
 
-use crate::ir::op::Residual;
-use crate::ir::{Graph, Op};
-use petgraph::stable_graph::NodeIndex;
+use crate::backend::program::{ConvGeom, Kind, Program, Residual, Step};
+use crate::backend::Strategy;
 
 use super::blocked;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvStrategy {
     /// 1x1, stride 1, no padding: the input is already the GEMM's B matrix
     /// (packed, no im2col).
@@ -19,133 +18,118 @@ pub enum ConvStrategy {
     Im2col,
     /// The whole network on channel-blocked maps (16 channels a vector),
     /// every conv direct; the default where the network allows it
-    /// (AVX-512 or AVX2, channels in multiples of 16, no groups:
-    /// `blocked_layout`).
+    /// (channels in multiples of 16, no groups: [`blocked_layout`]).
     Blocked,
 }
 
+/// Every strategy, as `--conv-strategy` names them.
+pub const ALL: &[ConvStrategy] = &[
+    ConvStrategy::Blocked,
+    ConvStrategy::Direct1x1,
+    ConvStrategy::Strided1x1,
+    ConvStrategy::Im2col,
+];
+
 impl ConvStrategy {
     pub fn name(self) -> &'static str {
+        self.strategy().name()
+    }
+
+    /// The strategy as profiles name it.
+    pub fn strategy(self) -> Strategy {
         match self {
-            ConvStrategy::Direct1x1 => "direct-1x1",
-            ConvStrategy::Strided1x1 => "strided-1x1",
-            ConvStrategy::Im2col => "im2col",
-            ConvStrategy::Blocked => "blocked",
+            ConvStrategy::Direct1x1 => Strategy::Direct1x1,
+            ConvStrategy::Strided1x1 => Strategy::Strided1x1,
+            ConvStrategy::Im2col => Strategy::Im2col,
+            ConvStrategy::Blocked => Strategy::Blocked,
         }
     }
 
-    /// Whether this strategy can compute `op`.
-    pub fn eligible(self, op: &Op) -> bool {
-        matches!(
-            (self, op),
-            (
-                ConvStrategy::Direct1x1,
-                Op::Conv2d {
-                    kernel: 1,
-                    stride: 1,
-                    padding: 0,
-                    ..
-                },
-            ) | (
-                ConvStrategy::Strided1x1,
-                Op::Conv2d {
-                    kernel: 1,
-                    padding: 0,
-                    ..
-                },
-            ) | (ConvStrategy::Im2col, Op::Conv2d { .. })
-        )
+    /// The strategy called `name`.
+    pub fn from_name(name: &str) -> Option<ConvStrategy> {
+        ALL.iter().copied().find(|s| s.name() == name)
+    }
+
+    /// Whether this strategy can compute a conv of geometry `g` on planar maps.
+    pub fn eligible(self, g: &ConvGeom) -> bool {
+        match self {
+            ConvStrategy::Direct1x1 => g.kernel == 1 && g.stride == 1 && g.pad == 0,
+            ConvStrategy::Strided1x1 => g.kernel == 1 && g.pad == 0,
+            ConvStrategy::Im2col => true,
+            ConvStrategy::Blocked => false,
+        }
     }
 }
 
-/// Whether the network up to `last` (its logits) can run on channel-blocked
-/// maps, and if not, why: AVX-512 or AVX2 with FMA; every map but the input a multiple of 16
-/// channels; the input read only as convs' main input (the stem reads it
-/// planar), not as a residual; convs
-/// ungrouped with an added (not zero-padded) residual; and no op outside
-/// conv, max pool, ReLU, add, global average pool and the head.
-pub fn blocked_layout(g: &Graph, last: NodeIndex) -> Result<(), String> {
-    if !blocked::supported() {
-        return Err("blocked maps need AVX-512 or AVX2 with FMA".into());
-    }
-    for &i in &g.order {
-        let n = g.node(i);
-        let ins = g.inputs(i);
-        let why = |what: &str| Err(format!("`{}` ({}): {what}", n.name, n.op.kind()));
+/// Whether the whole program can run on channel-blocked maps, and if not,
+/// why: every map but the input a multiple of 16 channels; the input read
+/// only as convs' main input (the stem reads it planar), not as a residual;
+/// convs ungrouped with an added (not zero-padded) residual; and no step
+/// outside conv, max pool, ReLU, add, global average pool and the head.
+pub fn blocked_layout(p: &Program) -> Result<(), String> {
+    let last = p.steps.len().saturating_sub(1);
+    for (k, s) in p.steps.iter().enumerate() {
+        let why = |what: &str| Err(format!("`{}` ({}): {what}", s.at.value, s.op));
         // The input stays planar: only a conv's main input may be it (a
         // residual is read in the output's layout).
-        let planar_ok =
-            matches!(n.op, Op::Conv2d { .. }) && !ins.iter().skip(1).any(|&j| j == g.input);
-        if ins.contains(&g.input) && !planar_ok {
+        let reads_input = s.inputs.iter().any(|b| b.value == p.input.value);
+        let planar_ok = matches!(s.kind, Kind::Conv { .. })
+            && !s.inputs.iter().skip(1).any(|b| b.value == p.input.value);
+        if reads_input && !planar_ok {
             return why("reads the network's input, which only a conv can read planar");
         }
-        if i != g.input && n.shape.rank() == 4 {
-            let spatial = n.shape.height() * n.shape.width() > 1;
-            if !n.shape.channels().is_multiple_of(blocked::BLOCK) {
+        let out = &s.output.shape;
+        if out.rank() == 4 {
+            let spatial = out.height() * out.width() > 1;
+            if !out.channels().is_multiple_of(blocked::BLOCK) {
                 return why("channels not a multiple of 16");
             }
-            if i == last && spatial {
+            if k == last && spatial {
                 return why("the output is a map, not logits");
             }
         }
-        match n.op {
-            Op::Input | Op::MaxPool { .. } | Op::Relu | Op::Add | Op::GlobalAvgPool => {}
-            Op::Conv2d {
-                groups, residual, ..
-            } => {
-                if groups != 1 || matches!(residual, Residual::PadAdd { .. }) {
+        match &s.kind {
+            Kind::MaxPool(_) | Kind::Relu | Kind::Add | Kind::GlobalAvgPool { .. } => {}
+            Kind::Conv { geom, epilogue, .. } => {
+                if geom.groups != 1 || matches!(epilogue.residual, Some(Residual::PadAdd { .. })) {
                     return why("grouped, or an option A residual");
                 }
-                if !blocked_geom(g, i).is_some_and(|geom| blocked::eligible(&geom)) {
+                if !blocked_geom(p, s).is_some_and(|g| blocked::eligible(&g)) {
                     return why("a stride the direct kernel has no variant for");
                 }
             }
-            Op::Flatten | Op::Linear { .. } | Op::Softmax => {
-                let map = |j: &NodeIndex| {
-                    let x = &g.node(*j).shape;
-                    x.rank() == 4 && x.height() * x.width() > 1
+            Kind::Flatten | Kind::Linear { .. } => {
+                let map = |b: &crate::backend::program::Buffer| {
+                    b.shape.rank() == 4 && b.shape.height() * b.shape.width() > 1
                 };
-                if ins.first().is_none_or(map) {
+                if s.inputs.first().is_none_or(map) {
                     return why("reads a map, whose blocked layout differs");
                 }
             }
             _ => return why("runs on planar maps only"),
         }
-        if i == last {
-            break;
-        }
     }
     Ok(())
 }
 
-/// Conv `i`'s geometry on blocked maps (its input planar if it is the
-/// network's input).
-pub fn blocked_geom(g: &Graph, i: NodeIndex) -> Option<blocked::Geom> {
-    let n = g.node(i);
-    let Op::Conv2d {
-        in_channels,
-        out_channels,
-        kernel,
-        stride,
-        padding,
-        ..
-    } = n.op
-    else {
+/// A conv step's geometry on blocked maps (its input planar if it is the
+/// network's input); `None` for other steps.
+pub fn blocked_geom(p: &Program, s: &Step) -> Option<blocked::Geom> {
+    let Kind::Conv { geom: g, .. } = &s.kind else {
         return None;
     };
-    let input = *g.inputs(i).first()?;
-    let x = &g.node(input).shape;
+    let input = s.inputs.first()?;
     Some(blocked::Geom {
-        c: in_channels,
-        h: x.height(),
-        w: x.width(),
-        o: out_channels,
-        kernel,
-        stride,
-        pad: padding,
-        oh: n.shape.height(),
-        ow: n.shape.width(),
-        input: if input == g.input {
+        c: g.c,
+        h: g.h,
+        w: g.w,
+        o: g.o,
+        kernel: g.kernel,
+        stride: g.stride,
+        pad: g.pad,
+        oh: g.oh,
+        ow: g.ow,
+        input: if input.value == p.input.value {
             blocked::Input::Planar
         } else {
             blocked::Input::Blocked
@@ -160,37 +144,39 @@ pub const PREFERENCE: &[ConvStrategy] = &[
     ConvStrategy::Im2col,
 ];
 
-/// The strategy for a conv: the forced one if eligible, else the first eligible.
-pub fn choose(op: &Op, forced: Option<ConvStrategy>) -> ConvStrategy {
+/// The strategy for a conv on planar maps: the forced one if eligible,
+/// else the first eligible.
+pub fn choose(g: &ConvGeom, forced: Option<ConvStrategy>) -> ConvStrategy {
     if let Some(f) = forced {
         // `blocked` is a layout for the whole network, not a per-conv choice.
-        if f != ConvStrategy::Blocked && f.eligible(op) {
+        if f.eligible(g) {
             return f;
         }
     }
     PREFERENCE
         .iter()
         .copied()
-        .find(|s| s.eligible(op))
+        .find(|s| s.eligible(g))
         .unwrap_or(ConvStrategy::Im2col)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::op::Residual;
 
-    fn conv(kernel: usize, stride: usize, padding: usize) -> Op {
-        Op::Conv2d {
-            in_channels: 8,
-            out_channels: 8,
+    fn conv(kernel: usize, stride: usize, pad: usize) -> ConvGeom {
+        ConvGeom {
+            n: 1,
+            c: 8,
+            h: 8,
+            w: 8,
+            o: 8,
             kernel,
             stride,
-            padding,
+            pad,
             groups: 1,
-            bias: false,
-            residual: Residual::None,
-            relu: false,
+            oh: 8,
+            ow: 8,
         }
     }
 
@@ -209,5 +195,8 @@ mod tests {
             choose(&conv(3, 1, 1), Some(ConvStrategy::Direct1x1)),
             ConvStrategy::Im2col
         );
+        for s in ALL {
+            assert_eq!(ConvStrategy::from_name(s.name()), Some(*s));
+        }
     }
 }

@@ -3,23 +3,53 @@
 //! threads sleep between them pays a cross-core wake-up per step, which is
 //! slow on virtual machines. The team's threads spin between steps for a
 //! while (`SPIN`), then park until the next one.
+//!
+//! A task that panics does not take its thread down or leave the step
+//! unfinished: the panic is caught where the task ran, the step completes,
+//! and [`Team::run`] resumes the first panic on the caller's thread.
 
+use std::any::Any;
 use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Raw pointers (and descriptors holding them) cross into a step's tasks
-/// in this wrapper: each task touches a disjoint part of what they address.
-#[derive(Clone, Copy)]
-pub struct Sendable<T>(pub T);
-unsafe impl<T> Send for Sendable<T> {}
-unsafe impl<T> Sync for Sendable<T> {}
+/// A raw pointer the tasks of one step share: they only read through it,
+/// or each writes a part of what it addresses that no other task touches.
+/// Making one is that promise, hence `unsafe`.
+pub struct TaskPtr<T>(*mut T);
 
-impl<T: Copy> Sendable<T> {
+impl<T> Clone for TaskPtr<T> {
+    fn clone(&self) -> TaskPtr<T> {
+        *self
+    }
+}
+impl<T> Copy for TaskPtr<T> {}
+
+// SAFETY: by `new`'s contract the tasks holding copies read, or write
+// disjoint parts; `T: Send + Sync` as for sharing `&T` and sending `&mut T`.
+unsafe impl<T: Send + Sync> Send for TaskPtr<T> {}
+// SAFETY: as for Send.
+unsafe impl<T: Send + Sync> Sync for TaskPtr<T> {}
+
+impl<T> TaskPtr<T> {
+    /// # Safety
+    /// While any task holds a copy, tasks only read through it or write
+    /// parts of what it addresses that no other task reads or writes.
+    pub unsafe fn new(p: *mut T) -> TaskPtr<T> {
+        TaskPtr(p)
+    }
+
+    /// # Safety
+    /// As [`TaskPtr::new`]: what it addresses is only read.
+    pub unsafe fn reading(p: *const T) -> TaskPtr<T> {
+        TaskPtr(p as *mut T)
+    }
+
     /// Through a method, so closures capture the wrapper, not the field.
-    pub fn get(&self) -> T {
+    pub fn get(self) -> *mut T {
         self.0
     }
 }
@@ -41,11 +71,14 @@ struct State {
     job: UnsafeCell<Option<Job>>,
     sleeping: AtomicUsize,
     stop: AtomicBool,
+    /// The first panic of the current step's tasks, for the caller.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 // SAFETY: `job` is written only while no thread can read it (no step runs);
-// the rest is atomic.
+// the rest is atomic or locked.
 unsafe impl Sync for State {}
+// SAFETY: as for Sync; `job` points at a `Sync` closure.
 unsafe impl Send for State {}
 
 pub struct Team {
@@ -63,6 +96,7 @@ impl Team {
             job: UnsafeCell::new(None),
             sleeping: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            panic: Mutex::new(None),
         });
         let mut threads = Vec::new();
         for i in 1..size.max(1) {
@@ -81,7 +115,8 @@ impl Team {
 
     /// Run `f(0) .. f(tasks - 1)` on the team, the caller included; returns
     /// when all are done. Tasks are claimed one at a time, so a slower
-    /// thread simply does fewer.
+    /// thread simply does fewer. If a task panics, the others still run and
+    /// the first panic is resumed here once all are done.
     pub fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         if tasks == 0 {
             return;
@@ -110,6 +145,10 @@ impl Team {
         }
         // SAFETY: every task is done; nobody reads `job` until the next step.
         unsafe { *s.job.get() = None };
+        let panic = s.panic.lock().map(|mut p| p.take()).unwrap_or(None);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
     }
 
     /// `f()` once on every thread of the team at the same time.
@@ -162,7 +201,13 @@ fn work(s: &State, generation: u64) {
             // SAFETY: a claimed task keeps its step (and so `job`) alive
             // until `pending` drops below it.
             if let Some(job) = unsafe { *s.job.get() } {
-                unsafe { (*job)(task) };
+                // SAFETY: as above; the job is a live `&dyn Fn(usize) + Sync`.
+                let ran = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(task) }));
+                if let Err(p) = ran {
+                    if let Ok(mut first) = s.panic.lock() {
+                        first.get_or_insert(p);
+                    }
+                }
             }
             s.pending.fetch_sub(1, AcqRel);
         }

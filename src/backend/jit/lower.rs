@@ -1,0 +1,314 @@
+//! The JIT's lowering of a program: which layout and conv strategies, which
+//! kernel each step calls or which loop it generates, and what goes in the
+//! descriptor table. It needs no weights: `compile` builds the table from
+//! [`Lowered::descs`] with them, `listing` prints the code without.
+
+use super::codegen::{Arg, MapOp, Step as Code};
+use super::gemm;
+use super::strategy::{self, ConvStrategy};
+use crate::backend::program::{Kind, Program};
+use crate::backend::{StepInfo, Strategy};
+use crate::ir::At;
+
+/// What a descriptor table slot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desc {
+    /// The network's shared state (the team, the scratch, the failure).
+    Shared,
+    /// A planar conv of program step `step`, by GEMM.
+    Conv {
+        step: usize,
+        strategy: ConvStrategy,
+    },
+    /// A conv on channel-blocked maps.
+    BlockedConv {
+        step: usize,
+    },
+    Linear {
+        step: usize,
+    },
+    /// Pooling (`blocked`: on channel-blocked maps, max only).
+    Pool {
+        step: usize,
+        blocked: bool,
+    },
+    /// The option A shortcut, built.
+    Pad {
+        step: usize,
+    },
+    /// The global pool of channel-blocked maps.
+    Global {
+        step: usize,
+    },
+    /// A scale-shift's scale (its `weight`) or shift (`bias`) array.
+    Scale {
+        step: usize,
+    },
+    Shift {
+        step: usize,
+    },
+    /// The profile's timestamps.
+    Ticks,
+}
+
+impl Desc {
+    /// The kernel that reads it, for listings.
+    pub fn what(self) -> &'static str {
+        match self {
+            Desc::Shared => "shared state",
+            Desc::Conv { .. } => "rt_conv descriptor",
+            Desc::BlockedConv { .. } => "rt_conv_blocked descriptor",
+            Desc::Linear { .. } => "rt_linear descriptor",
+            Desc::Pool { blocked: true, .. } => "rt_max_pool_blocked descriptor",
+            Desc::Pool { .. } => "rt_pool descriptor",
+            Desc::Pad { .. } => "rt_shortcut_pad descriptor",
+            Desc::Global { .. } => "rt_global_avg_blocked descriptor",
+            Desc::Scale { .. } => "scale (f32 per channel)",
+            Desc::Shift { .. } => "shift (f32 per channel)",
+            Desc::Ticks => "profile timestamps",
+        }
+    }
+
+    /// The program step it belongs to.
+    pub fn step(self) -> Option<usize> {
+        match self {
+            Desc::Conv { step, .. }
+            | Desc::BlockedConv { step }
+            | Desc::Linear { step }
+            | Desc::Pool { step, .. }
+            | Desc::Pad { step }
+            | Desc::Global { step }
+            | Desc::Scale { step }
+            | Desc::Shift { step } => Some(step),
+            Desc::Shared | Desc::Ticks => None,
+        }
+    }
+}
+
+/// A program as the JIT runs it.
+pub struct Lowered {
+    /// The generated function's body.
+    pub code: Vec<Code>,
+    /// The descriptor table's slots (slot 0: [`Desc::Shared`]).
+    pub descs: Vec<Desc>,
+    /// One per step that runs code, in order: what profiles and errors
+    /// refer to (index `i` is a descriptor's `step` field).
+    pub infos: Vec<StepInfo>,
+    pub ats: Vec<At>,
+    /// Each info's program step.
+    pub program_steps: Vec<usize>,
+    /// Blocked maps, or why not.
+    pub layout: Result<(), String>,
+    /// Floats of shared scratch the kernels need.
+    pub scratch: usize,
+}
+
+/// The slot of the shared state, the same in every table.
+pub const SHARED: usize = 0;
+
+/// Lower `p`: blocked maps where the layout rule allows and nothing else is
+/// forced; `profile` adds a timestamp after every step; `fault` names a
+/// value before whose step a task panics (tests).
+pub fn lower(
+    p: &Program,
+    forced: Option<ConvStrategy>,
+    profile: bool,
+    fault: Option<&str>,
+) -> Lowered {
+    let layout = match forced {
+        None | Some(ConvStrategy::Blocked) => strategy::blocked_layout(p),
+        Some(f) => Err(format!(
+            "--conv-strategy {} runs every map planar",
+            f.name()
+        )),
+    };
+    let blocked = layout.is_ok();
+    let mut l = Lowered {
+        code: Vec::new(),
+        descs: vec![Desc::Shared],
+        infos: Vec::new(),
+        ats: Vec::new(),
+        program_steps: Vec::new(),
+        layout,
+        scratch: 0,
+    };
+    let ticks = profile.then(|| {
+        l.descs.push(Desc::Ticks);
+        l.descs.len() - 1
+    });
+    if let Some(t) = ticks {
+        l.code.push(Code::Call {
+            symbol: "rt_tick",
+            args: vec![Arg::Desc(t), Arg::Const(0)],
+        });
+    }
+    for (k, s) in p.steps.iter().enumerate() {
+        let info = l.infos.len();
+        let desc = |d: Desc, l: &mut Lowered| {
+            l.descs.push(d);
+            Arg::Desc(l.descs.len() - 1)
+        };
+        let arena = |i: usize| Arg::Arena(s.inputs.get(i).map_or(0, |b| b.offset));
+        let out = Arg::Arena(s.output.offset);
+        let before = l.code.len();
+        if fault == Some(s.at.value.as_str()) {
+            l.code.push(Code::Call {
+                symbol: "rt_fault",
+                args: vec![Arg::Desc(SHARED), Arg::Const(info as u64)],
+            });
+        }
+        let strategy = match &s.kind {
+            Kind::Conv { geom, epilogue, .. } => {
+                let (symbol, d, how) = if blocked {
+                    (
+                        "rt_conv_blocked",
+                        Desc::BlockedConv { step: k },
+                        Strategy::Blocked,
+                    )
+                } else {
+                    let c = strategy::choose(geom, forced);
+                    if c == ConvStrategy::Strided1x1 {
+                        // The subsampled input, for every image and group at once.
+                        l.scratch = l.scratch.max(geom.c * geom.n * geom.oh * geom.ow);
+                    }
+                    (
+                        "rt_conv",
+                        Desc::Conv {
+                            step: k,
+                            strategy: c,
+                        },
+                        c.strategy(),
+                    )
+                };
+                let res = match &epilogue.residual {
+                    Some(r) => Arg::Arena(r.buffer().offset),
+                    None => Arg::Const(0),
+                };
+                let d = desc(d, &mut l);
+                l.code.push(Code::Call {
+                    symbol,
+                    args: vec![d, arena(0), res, out],
+                });
+                how
+            }
+            Kind::Linear { n, in_features, .. } => {
+                l.scratch = l.scratch.max(gemm::packed_b_len(*in_features, *n));
+                let d = desc(Desc::Linear { step: k }, &mut l);
+                l.code.push(Code::Call {
+                    symbol: "rt_linear",
+                    args: vec![d, arena(0), out],
+                });
+                Strategy::Gemm
+            }
+            Kind::ScaleShift {
+                channels,
+                plane,
+                relu,
+                ..
+            } => {
+                let (scale, shift) = (l.descs.len(), l.descs.len() + 1);
+                l.descs.push(Desc::Scale { step: k });
+                l.descs.push(Desc::Shift { step: k });
+                l.code.push(Code::ScaleShift {
+                    x: s.inputs.first().map_or(0, |b| b.offset),
+                    out: s.output.offset,
+                    planes: s.output.len() / (*plane).max(1),
+                    channels: *channels,
+                    plane: *plane,
+                    scale,
+                    shift,
+                    relu: *relu,
+                });
+                Strategy::Loop
+            }
+            Kind::Relu | Kind::Add => {
+                l.code.push(Code::Map {
+                    op: if s.kind == Kind::Relu {
+                        MapOp::Relu
+                    } else {
+                        MapOp::Add
+                    },
+                    inputs: s.inputs.iter().map(|b| b.offset).collect(),
+                    out: s.output.offset,
+                    len: s.output.len(),
+                });
+                Strategy::Loop
+            }
+            Kind::Flatten => {
+                let x = s.inputs.first().map_or(0, |b| b.offset);
+                if x != s.output.offset {
+                    l.code.push(Code::Map {
+                        op: MapOp::Copy,
+                        inputs: vec![x],
+                        out: s.output.offset,
+                        len: s.output.len(),
+                    });
+                }
+                Strategy::Loop
+            }
+            Kind::MaxPool(_) | Kind::AvgPool(_) => {
+                let on_blocked = blocked && matches!(s.kind, Kind::MaxPool(_));
+                let d = desc(
+                    Desc::Pool {
+                        step: k,
+                        blocked: on_blocked,
+                    },
+                    &mut l,
+                );
+                l.code.push(Code::Call {
+                    symbol: if on_blocked {
+                        "rt_max_pool_blocked"
+                    } else {
+                        "rt_pool"
+                    },
+                    args: vec![d, arena(0), out],
+                });
+                Strategy::Kernel
+            }
+            Kind::GlobalAvgPool { n, c, hw } => {
+                if blocked {
+                    let d = desc(Desc::Global { step: k }, &mut l);
+                    l.code.push(Code::Call {
+                        symbol: "rt_global_avg_blocked",
+                        args: vec![d, arena(0), out],
+                    });
+                    Strategy::Kernel
+                } else {
+                    l.code.push(Code::GlobalAvg {
+                        x: s.inputs.first().map_or(0, |b| b.offset),
+                        out: s.output.offset,
+                        planes: n * c,
+                        plane: *hw,
+                    });
+                    Strategy::Loop
+                }
+            }
+            Kind::ShortcutPad { .. } => {
+                let d = desc(Desc::Pad { step: k }, &mut l);
+                l.code.push(Code::Call {
+                    symbol: "rt_shortcut_pad",
+                    args: vec![d, arena(0), out],
+                });
+                Strategy::Kernel
+            }
+        };
+        if l.code.len() == before {
+            continue;
+        }
+        l.infos.push(StepInfo {
+            name: s.at.value.clone(),
+            op: s.op,
+            strategy,
+            flops: s.flops,
+        });
+        l.ats.push(s.at.clone());
+        l.program_steps.push(k);
+        if let Some(t) = ticks {
+            l.code.push(Code::Call {
+                symbol: "rt_tick",
+                args: vec![Arg::Desc(t), Arg::Const(l.infos.len() as u64)],
+            });
+        }
+    }
+    l
+}
