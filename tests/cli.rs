@@ -165,3 +165,114 @@ fn init_then_run_on_images_prints_top5_with_names() {
     assert_eq!(code, 2, "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `resnetc` with extra environment variables.
+fn resnetc_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_resnetc"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(common::root())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_backend_runs_by_name_and_bad_choices_are_usage_errors() {
+    let dir = std::env::temp_dir().join(format!("resnetc-backends-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = dir.join("r20.safetensors");
+    let w = w.to_str().unwrap();
+    let (code, _, err) = resnetc(&["init", "specs/cifar/resnet20.rn", "-o", w]);
+    assert_eq!(code, 0, "{err}");
+    let x = dir.join("x.npy");
+    let input = ndarray::ArrayD::from_shape_fn(vec![2, 3, 32, 32], |d| (d[3] % 7) as f32 / 7.0);
+    resnetc::io::npy::write(&x, &input).unwrap();
+    let x = x.to_str().unwrap();
+    let mut tops = Vec::new();
+    for b in resnetc::backend::names() {
+        let (code, out, err) = resnetc(&[
+            "run",
+            "specs/cifar/resnet20.rn",
+            "--weights",
+            w,
+            "--input",
+            x,
+            "--backend",
+            b,
+            "--top",
+            "1",
+        ]);
+        assert_eq!(code, 0, "{b}: {err}");
+        assert!(err.contains(&format!("({b} backend)")), "{err}");
+        tops.push(out);
+    }
+    assert!(tops.windows(2).all(|t| t[0] == t[1]), "{tops:?}");
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "run",
+            "specs/cifar/resnet20.rn",
+            "--weights",
+            w,
+            "--input",
+            x,
+        ];
+        a.extend_from_slice(extra);
+        resnetc(&a)
+    };
+    let (code, _, err) = run(&["--backend", "tpu"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["--kernels", "neon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no kernel set `neon`"), "{err}");
+    let (code, _, err) = run(&["--conv-strategy", "fft"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no conv strategy `fft`: expected one of blocked"),
+        "{err}"
+    );
+    // A kernel task that panics: an error at the value, exit 1, no hang.
+    let (code, _, err) = resnetc_env(
+        &[
+            "run",
+            "specs/cifar/resnet20.rn",
+            "--weights",
+            w,
+            "--input",
+            x,
+        ],
+        &[("RESNETC_TEST_FAULT", "layer2.1.conv1")],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("run (jit): `layer2.1.conv1`: a kernel panicked"),
+        "{err}"
+    );
+    assert!(err.contains("specs/cifar/resnet20.rn:"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn clif_is_emitted_without_weights() {
+    let (code, out, err) = resnetc(&[
+        "compile",
+        "specs/resnet50.rn",
+        "--emit",
+        "clif",
+        "--kernels",
+        "avx2",
+        "-o",
+        "-",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("; resnet50: 57 steps, kernel set avx2, channel-blocked maps"),
+        "{out}"
+    );
+    assert!(out.contains("function u0:0(i64, i64) system_v"), "{out}");
+}

@@ -436,48 +436,50 @@ pub unsafe fn im2col_planned<R: Im2colRows>(
     let taps = g.kernel * g.kernel;
     let plane = g.h * g.w;
     let panels = nc.div_ceil(NR);
-    TAPS.with(|t| {
-        let mut t = t.borrow_mut();
-        let (plans, made_for) = &mut *t;
-        // A new chunk (or another conv): plan its panels.
-        let key = (x as usize, j0, nc, *g);
-        if p0 == 0 || *made_for != Some(key) {
-            if plans.len() < panels {
-                plans.resize_with(panels, Taps::default);
-            }
-            for (p, plan) in plans.iter_mut().enumerate().take(panels) {
-                let j = j0 + p * NR;
-                plan.plan(g, j, (n - j).min(NR));
-            }
-            *made_for = Some(key);
+    // The plans are taken out of the thread's slot and put back after: the
+    // loop runs here, in the set's compiled context, not in a closure
+    // (which would not be compiled for the set's features).
+    let mut state = TAPS.with(|t| t.take());
+    let (plans, made_for) = &mut state;
+    // A new chunk (or another conv): plan its panels.
+    let key = (x as usize, j0, nc, *g);
+    if p0 == 0 || *made_for != Some(key) {
+        if plans.len() < panels {
+            plans.resize_with(panels, Taps::default);
         }
-        for (plan, panel) in plans
-            .iter()
-            .zip(dst[..panels * kc * NR].chunks_exact_mut(kc * NR))
-        {
-            let (mut ci, mut tap) = (p0 / taps, p0 % taps);
-            for row in panel.chunks_exact_mut(NR) {
-                let base = x.wrapping_add(ci * plane);
-                // SAFETY: every unmasked lane reads inside channel ci; row holds NR values.
-                unsafe {
-                    if g.stride == 1 {
-                        R::runs(
-                            &plan.runs[plan.starts[tap]..plan.starts[tap + 1]],
-                            base,
-                            row.as_mut_ptr(),
-                        );
-                    } else {
-                        R::gather(&plan.lanes[tap], base, row.as_mut_ptr());
-                    }
-                }
-                tap += 1;
-                if tap == taps {
-                    tap = 0;
-                    ci += 1;
+        for (p, plan) in plans.iter_mut().enumerate().take(panels) {
+            let j = j0 + p * NR;
+            plan.plan(g, j, (n - j).min(NR));
+        }
+        *made_for = Some(key);
+    }
+    for (plan, panel) in plans
+        .iter()
+        .zip(dst[..panels * kc * NR].chunks_exact_mut(kc * NR))
+    {
+        let (mut ci, mut tap) = (p0 / taps, p0 % taps);
+        for row in panel.chunks_exact_mut(NR) {
+            let base = x.wrapping_add(ci * plane);
+            // SAFETY: every unmasked lane reads inside channel ci; row holds NR values.
+            unsafe {
+                if g.stride == 1 {
+                    R::runs(
+                        &plan.runs[plan.starts[tap]..plan.starts[tap + 1]],
+                        base,
+                        row.as_mut_ptr(),
+                    );
+                } else {
+                    R::gather(&plan.lanes[tap], base, row.as_mut_ptr());
                 }
             }
+            tap += 1;
+            if tap == taps {
+                tap = 0;
+                ci += 1;
+            }
         }
-    });
+    }
+    TAPS.with(|t| t.replace(state));
 }
 
 /// A 64-byte aligned, growable f32 buffer: packed B panels and C tiles

@@ -279,6 +279,36 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_task_reaches_the_caller_and_the_team_goes_on() {
+        let team = Team::new(2).unwrap();
+        for bad in [0, 5] {
+            let done = AtomicUsize::new(0);
+            let start = Instant::now();
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                team.run(8, &|i| {
+                    if i == bad {
+                        panic!("task {i}");
+                    }
+                    done.fetch_add(1, Relaxed);
+                })
+            }));
+            let p = r.expect_err("the panic is resumed on the caller");
+            assert_eq!(
+                p.downcast_ref::<String>().map(String::as_str),
+                Some(format!("task {bad}").as_str())
+            );
+            // The other tasks all ran, and nothing hung.
+            assert_eq!(done.load(Relaxed), 7);
+            assert!(start.elapsed() < Duration::from_secs(1));
+        }
+        let hits = AtomicUsize::new(0);
+        team.run(4, &|_| {
+            hits.fetch_add(1, Relaxed);
+        });
+        assert_eq!(hits.load(Relaxed), 4);
+    }
+
+    #[test]
     fn parked_threads_wake_for_the_next_step() {
         let team = Team::new(2).unwrap();
         std::thread::sleep(SPIN * 3);
