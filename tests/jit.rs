@@ -235,7 +235,11 @@ fn clif(spec: &str, level: u8) -> String {
         ..Default::default()
     };
     let b = backend::by_name("jit", &opts).unwrap();
-    b.listing(&p).unwrap().expect("the jit lists its code").text
+    b.listing(&p)
+        .unwrap()
+        .expect("the jit lists its code")
+        .text()
+        .to_string()
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! semantics over the graph itself (not over the program), the oracle for
 //! the others.
 
+pub mod cuda;
 pub mod interp;
 pub mod jit;
 pub mod program;
@@ -74,12 +75,42 @@ impl From<GraphError> for Refusal {
 }
 
 /// Generated source, as `compile --emit` writes it and snapshots keep it:
-/// deterministic, with names where a run would have addresses.
+/// deterministic, with names where a run would have addresses. The first
+/// file is the main one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listing {
-    /// File extension: `clif`, `cu`.
-    pub ext: &'static str,
-    pub text: String,
+    pub files: Vec<ListingFile>,
+}
+
+/// One file of a listing: its name (in the output folder) and contents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListingFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+impl ListingFile {
+    pub fn text(name: impl Into<String>, text: String) -> ListingFile {
+        ListingFile {
+            name: name.into(),
+            bytes: text.into_bytes(),
+        }
+    }
+
+    /// The contents as text, if they are.
+    pub fn as_text(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes).ok()
+    }
+}
+
+impl Listing {
+    /// The main file's text.
+    pub fn text(&self) -> &str {
+        self.files
+            .first()
+            .and_then(ListingFile::as_text)
+            .unwrap_or("")
+    }
 }
 
 /// A backend, made with its options.
@@ -183,12 +214,15 @@ pub struct Entry {
     pub about: &'static str,
     /// What `compile --emit` calls its listing, if it has one.
     pub emits: Option<&'static str>,
+    /// Whether its listing includes the weights (packed its way), so that
+    /// `compile` prepares the program with them.
+    pub listing_weights: bool,
     pub new: fn(&Options) -> Result<Box<dyn Backend>, OptionError>,
 }
 
 /// Every backend, the default first. A new backend is a folder under
 /// `src/backend/` and one line here.
-pub const BACKENDS: &[Entry] = &[jit::ENTRY, interp::ENTRY];
+pub const BACKENDS: &[Entry] = &[jit::ENTRY, interp::ENTRY, cuda::ENTRY];
 
 /// The names of the registered backends.
 pub fn names() -> Vec<&'static str> {

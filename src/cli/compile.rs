@@ -6,17 +6,18 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use super::{build, BuildArgs, OptArgs};
-use crate::backend::{self, Program};
+use crate::backend::{self, ListingFile, Program};
 use crate::ir::{dot, text, yaml::GraphDoc, Graph};
 use crate::passes::Module;
 use crate::report::{group, si};
 use crate::syntax::SourceMap;
+use crate::weights::{file, init};
 
 /// The artifacts of the graph itself; every backend with a listing adds its own.
-const GRAPH_ARTIFACTS: &[(&str, &str)] = &[("ir", "ir"), ("yaml", "yaml"), ("dot", "dot")];
+const GRAPH_ARTIFACTS: &[&str] = &["ir", "yaml", "dot"];
 
 fn emit_names() -> Vec<&'static str> {
-    let mut v: Vec<&str> = GRAPH_ARTIFACTS.iter().map(|a| a.0).collect();
+    let mut v: Vec<&str> = GRAPH_ARTIFACTS.to_vec();
     v.extend(backend::BACKENDS.iter().filter_map(|e| e.emits));
     v
 }
@@ -28,7 +29,8 @@ pub struct CompileArgs {
     #[arg(short, long, default_value = "out")]
     pub output: PathBuf,
     /// Artifacts to write, comma-separated: the textual IR, YAML, Graphviz
-    /// DOT, or a backend's generated source (clif: the JIT's cranelift IR).
+    /// DOT, or a backend's generated source (clif: the JIT's cranelift IR;
+    /// cuda: the network's CUDA, its host launcher and packed weights).
     #[arg(long, value_delimiter = ',', default_value = "ir", value_parser = clap::builder::PossibleValuesParser::new(emit_names()))]
     pub emit: Vec<String>,
     /// The kernel set a listing is generated for (jit: avx512, avx2,
@@ -39,6 +41,10 @@ pub struct CompileArgs {
     /// backend has them).
     #[arg(long, value_name = "NAME")]
     pub precision: Option<String>,
+    /// Weights (.safetensors) for listings that carry them (`--emit cuda`
+    /// writes them packed); default: He-initialized, seed 0.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
     #[command(flatten)]
     pub build: BuildArgs,
     #[command(flatten)]
@@ -50,39 +56,72 @@ pub fn run(args: &CompileArgs) -> ExitCode {
     let Some((spec_graph, sources)) = build(&args.spec, &args.build.options()) else {
         return ExitCode::FAILURE;
     };
+    // Listings that carry weights get them (a user's, or seed 0's).
+    let wants_weights = args
+        .emit
+        .iter()
+        .any(|e| backend::emitting(e).is_some_and(|b| b.listing_weights));
+    let weights = if wants_weights || args.weights.is_some() {
+        let w = match &args.weights {
+            Some(p) => match file::load(p) {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => {
+                eprintln!("note: no --weights: the packed weights are He-initialized (seed 0)");
+                init::init(&spec_graph, Default::default())
+            }
+        };
+        let source = args
+            .weights
+            .as_ref()
+            .map_or("init".to_string(), |p| p.display().to_string());
+        match w.bind(&spec_graph, &source) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let module = Module {
         graph: spec_graph.clone(),
-        weights: None,
+        weights,
     };
     let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
-    let mut artifacts: Vec<(String, &str, String)> = Vec::new();
+    let mut files: Vec<ListingFile> = Vec::new();
     for e in &args.emit {
         match artifact(&program, e, args, &sources) {
-            Ok(Some(a)) => artifacts.push(a),
-            Ok(None) => {}
+            Ok(f) => files.extend(f),
             Err(code) => return code,
         }
     }
     let elapsed = start.elapsed();
     let to_stdout = args.output.as_os_str() == "-";
     if to_stdout {
-        for (_, _, text) in &artifacts {
-            print!("{text}");
+        for f in &files {
+            if let Some(text) = f.as_text() {
+                print!("{text}");
+            }
         }
         return ExitCode::SUCCESS;
     }
-    let g = program.prepared().graph();
     print!("{}", summary(&spec_graph, &args.spec.display().to_string()));
     print!("{}", optimized_line(&spec_graph, &program, args.opt.level));
     if let Err(e) = std::fs::create_dir_all(&args.output) {
         eprintln!("error: cannot create `{}`: {e}", args.output.display());
         return ExitCode::FAILURE;
     }
-    for (_, ext, text) in &artifacts {
-        let path = args.output.join(format!("{}.{ext}", g.name));
-        if let Err(err) = std::fs::write(&path, text) {
+    for f in &files {
+        let path = args.output.join(&f.name);
+        if let Err(err) = std::fs::write(&path, &f.bytes) {
             eprintln!("error: cannot write `{}`: {err}", path.display());
             return ExitCode::FAILURE;
         }
@@ -92,27 +131,26 @@ pub fn run(args: &CompileArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// One artifact: its `--emit` name, file extension and text.
+/// One artifact's files, by its `--emit` name.
 fn artifact(
     p: &Program,
     e: &str,
     args: &CompileArgs,
     sources: &SourceMap,
-) -> Result<Option<(String, &'static str, String)>, ExitCode> {
+) -> Result<Vec<ListingFile>, ExitCode> {
     let g = p.prepared().graph();
     let graph = match e {
-        "ir" => Some(("ir", text::render_planned(g, p.prepared().plan()))),
-        "dot" => Some(("dot", dot::render(g))),
-        "yaml" => Some((
-            "yaml",
+        "ir" => Some(text::render_planned(g, p.prepared().plan())),
+        "dot" => Some(dot::render(g)),
+        "yaml" => Some(
             GraphDoc::from_graph(g, Some(sources))
                 .to_yaml()
                 .unwrap_or_else(|err| format!("# cannot serialize: {err}\n")),
-        )),
+        ),
         _ => None,
     };
-    if let Some((ext, text)) = graph {
-        return Ok(Some((e.to_string(), ext, text)));
+    if let Some(text) = graph {
+        return Ok(vec![ListingFile::text(format!("{}.{e}", g.name), text)]);
     }
     let Some(entry) = backend::emitting(e) else {
         eprintln!(
@@ -131,8 +169,8 @@ fn artifact(
         ExitCode::from(2)
     })?;
     match b.listing(p) {
-        Ok(Some(l)) => Ok(Some((e.to_string(), l.ext, l.text))),
-        Ok(None) => Ok(None),
+        Ok(Some(l)) => Ok(l.files),
+        Ok(None) => Ok(Vec::new()),
         Err(backend::Refusal(why)) => {
             for err in &why {
                 super::report(err, sources);

@@ -22,6 +22,7 @@ pub const ENTRY: Entry = Entry {
     name: "interp",
     about: "the reference interpreter (ndarray): plain kernels, the oracle",
     emits: None,
+    listing_weights: false,
     new: |_| Ok(Box::new(Interp) as Box<dyn Backend>),
 };
 

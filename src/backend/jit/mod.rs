@@ -24,7 +24,9 @@ use cranelift_jit::{JITBuilder, JITModule};
 use ndarray::ArrayD;
 
 use super::program::{Kind, Program, Residual, Step, WeightId};
-use super::{Backend, Entry, Executable, Info, Listing, OptionError, Options, Refusal, StepInfo};
+use super::{
+    Backend, Entry, Executable, Info, Listing, ListingFile, OptionError, Options, Refusal, StepInfo,
+};
 use crate::ir::{At, GraphError, Stage};
 use gemm::PackedA;
 use kernels::Kernels;
@@ -36,6 +38,7 @@ pub const ENTRY: Entry = Entry {
     name: "jit",
     about: "native code from cranelift: direct and GEMM convs with fused epilogues, threads",
     emits: Some("clif"),
+    listing_weights: false,
     new: Jit::make,
 };
 
@@ -162,7 +165,9 @@ impl Backend for Jit {
             .collect();
         let _ = writeln!(text, "; {}", calls.join(", "));
         text.push_str(&clif);
-        Ok(Some(Listing { ext: "clif", text }))
+        Ok(Some(Listing {
+            files: vec![ListingFile::text(format!("{}.clif", p.name), text)],
+        }))
     }
 }
 
