@@ -54,6 +54,10 @@ impl<T> TaskPtr<T> {
     }
 }
 
+/// The claim word's task index while a step is being set up: above any
+/// step's task count, so nothing can be claimed.
+const CLOSED: u64 = 0xffff_ffff;
+
 /// How long an idle thread spins before it parks.
 const SPIN: Duration = Duration::from_millis(5);
 
@@ -62,7 +66,8 @@ type Job = *const (dyn Fn(usize) + Sync);
 struct State {
     /// `generation << 32 | next task`: a step's tasks are claimed by
     /// compare-and-swap, so a thread late for one step cannot claim a task
-    /// of the next.
+    /// of the next. Two generations a step: the first closes the last step
+    /// (index [`CLOSED`]) while the next is set up, the second opens it.
     claim: AtomicU64,
     /// Tasks in the current step, and those not yet finished.
     tasks: AtomicUsize,
@@ -126,12 +131,20 @@ impl Team {
             return;
         }
         let s = &*self.state;
-        // SAFETY: no step is running (the last one's tasks all finished), so
-        // no thread reads `job`; it is cleared before `f` goes out of scope.
+        assert!(tasks < CLOSED as usize, "{tasks} tasks in one step");
+        // Close the last step first: a worker late for it may still hold its
+        // claim word, and must not claim a task of this step with it (it
+        // would run one twice, and `pending` would wrap: a hang, seen under
+        // load). Its compare-and-swap fails once the word has changed.
+        let last = s.claim.load(Relaxed) >> 32;
+        s.claim.store(((last + 1) << 32) | CLOSED, SeqCst);
+        // SAFETY: no step is running (the last one's tasks all finished, and
+        // none can be claimed now), so no thread reads `job`; it is cleared
+        // before `f` goes out of scope.
         unsafe { *s.job.get() = Some(std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f)) };
         s.tasks.store(tasks, Relaxed);
         s.pending.store(tasks, Relaxed);
-        let generation = (s.claim.load(Relaxed) >> 32) + 1;
+        let generation = last + 2;
         s.claim.store(generation << 32, SeqCst);
         if s.sleeping.load(SeqCst) > 0 {
             for t in &self.threads {
@@ -306,6 +319,34 @@ mod tests {
             hits.fetch_add(1, Relaxed);
         });
         assert_eq!(hits.load(Relaxed), 4);
+    }
+
+    /// Many short steps of different sizes on more threads than cores: a
+    /// worker late for one step must never claim a task of the next (it
+    /// ran a task twice and `pending` wrapped: the step never ended). The
+    /// steps run on a thread of their own, so a hang fails the test.
+    #[test]
+    fn late_workers_never_claim_the_next_steps_tasks() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let team = Team::new(8).unwrap();
+            for step in 0..200_000 {
+                let tasks = 1 + step % 13;
+                let hits: Vec<AtomicUsize> = (0..tasks).map(|_| AtomicUsize::new(0)).collect();
+                team.run(tasks, &|i| {
+                    hits[i].fetch_add(1, Relaxed);
+                });
+                if !hits.iter().all(|h| h.load(Relaxed) == 1) {
+                    let _ = done.send(Err(format!("step {step}: a task ran twice or not at all")));
+                    return;
+                }
+            }
+            let _ = done.send(Ok(()));
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!("a step never ended"),
+        }
     }
 
     #[test]
