@@ -282,3 +282,209 @@ fn clif_is_emitted_without_weights() {
     );
     assert!(out.contains("function u0:0(i64, i64) system_v"), "{out}");
 }
+
+/// An `.npy` file from a header text and raw data.
+fn npy_file(path: &std::path::Path, header: &str, data: &[u8]) {
+    let mut h = header.to_string();
+    h.push('\n');
+    let mut v = b"\x93NUMPY\x01\x00".to_vec();
+    v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    v.extend_from_slice(h.as_bytes());
+    v.extend_from_slice(data);
+    std::fs::write(path, v).unwrap();
+}
+
+/// Whatever is wrong with what a user gives, the exit code is 1 (what was
+/// given) or 2 (how it was asked), with a message, never a panic or a signal.
+#[test]
+fn exit_codes_are_one_for_bad_input_and_two_for_bad_usage() {
+    let dir = std::env::temp_dir().join(format!("resnetc-exits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let w = p("w.safetensors");
+    assert_eq!(resnetc(&["init", "specs/cifar/resnet20.rn", "-o", &w]).0, 0);
+    npy_file(
+        &dir.join("empty.npy"),
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2147483648, 7, 2, 0), }",
+        &[],
+    );
+    npy_file(
+        &dir.join("short.npy"),
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 32, 32), }",
+        &[0; 64],
+    );
+    npy_file(
+        &dir.join("ints.npy"),
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (1,), }",
+        &[0; 8],
+    );
+    std::fs::write(dir.join("junk.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(
+        dir.join("bad.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["run", "specs/cifar/resnet20.rn", "--weights", &w]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (
+            run(&["--input", &p("empty.npy")]),
+            1,
+            "every dimension at least 1",
+        ),
+        (
+            run(&["--input", &p("short.npy")]),
+            1,
+            "needs 12288 bytes of data, found 64",
+        ),
+        (run(&["--input", &p("ints.npy")]), 1, "'<i8'"),
+        (run(&["--input", &p("nope.npy")]), 1, "cannot read"),
+        (run(&["--image", &p("junk.png")]), 1, "cannot read image"),
+        (
+            vec![
+                "run".into(),
+                "specs/cifar/resnet20.rn".into(),
+                "--weights".into(),
+                p("bad.safetensors"),
+                "--image".into(),
+                "tests/golden/image/photo.png".into(),
+            ],
+            1,
+            "not a readable safetensors",
+        ),
+        (
+            vec![
+                "run".into(),
+                "specs/resnet18.rn".into(),
+                "--weights".into(),
+                w.clone(),
+                "--image".into(),
+                "tests/golden/image/photo.png".into(),
+            ],
+            1,
+            "do not fit network",
+        ),
+        (
+            vec!["check".into(), "tests/diagnostics/unknown_op.rn".into()],
+            1,
+            "unknown_op.rn:5:10",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "specs/cifar/resnet20.rn".into(),
+                "--batch".into(),
+                "100000".into(),
+                // 13.4 GiB: refused on a machine with less free; pin the
+                // budget so the test does not depend on this one's.
+                "--max-memory".into(),
+                "8G".into(),
+            ],
+            1,
+            "the largest batch that fits is",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "specs/cifar/resnet20.rn".into(),
+                "--input".into(),
+                "3x60000x60000".into(),
+            ],
+            1,
+            "",
+        ),
+        (
+            run(&["--input", &p("empty.npy"), "--max-memory", "lots"]),
+            2,
+            "expected a size",
+        ),
+        (
+            run(&["--input", &p("empty.npy"), "--frobnicate"]),
+            2,
+            "unexpected argument",
+        ),
+        (
+            vec![
+                "bench".into(),
+                "specs/cifar/resnet20.rn".into(),
+                "--batch".into(),
+                "0".into(),
+            ],
+            2,
+            "",
+        ),
+        (
+            vec![
+                "compile".into(),
+                "specs/cifar/resnet20.rn".into(),
+                "--emit".into(),
+                "cuda".into(),
+                "--precision".into(),
+                "fp4".into(),
+                "-o".into(),
+                p("o"),
+            ],
+            2,
+            "no precision `fp4`",
+        ),
+    ];
+    for (args, want, says) in cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, _, err) = resnetc(&a);
+        assert_eq!(code, want, "{a:?}: {err}");
+        assert!(err.contains(says), "{a:?}: {err}");
+        assert!(!err.contains("panicked"), "{a:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn non_finite_logits_are_warned_of_and_traced_to_their_value() {
+    let dir = std::env::temp_dir().join(format!("resnetc-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = common::compile(&common::root().join("specs/cifar/resnet20.rn"));
+    let mut w = resnetc::weights::init::init(&g, Default::default());
+    let key = "layer2.1.conv1.weight";
+    let mut t = w.get(key).unwrap().clone();
+    t[[3, 2, 1, 1]] = f32::NAN;
+    w.insert(key.into(), t);
+    let wp = dir.join("nan.safetensors");
+    resnetc::weights::file::save(&w, &wp).unwrap();
+    let wp = wp.display().to_string();
+    let run = [
+        "run",
+        "specs/cifar/resnet20.rn",
+        "--weights",
+        &wp,
+        "--image",
+        "tests/golden/image/photo.png",
+        "--top",
+        "1",
+    ];
+    let (code, _, err) = resnetc(&run);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning: 10 of 10 logits are not finite"),
+        "{err}"
+    );
+    assert!(err.contains("--check-finite"), "{err}");
+    let mut traced = run.to_vec();
+    traced.push("--check-finite");
+    let (code, _, err) = resnetc(&traced);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("`layer2.1.conv1`: the first value to become non-finite"),
+        "{err}"
+    );
+    assert!(
+        err.contains("<prelude>:10"),
+        "points at the block's conv1: {err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

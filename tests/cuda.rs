@@ -276,11 +276,10 @@ fn convs_take_the_tensor_cores_where_their_channels_allow() {
         .all(|(_, p)| *p == ConvPath::Simt));
 }
 
-/// nvcc for sm_90 on one emitted network: ptxas's registers and shared
-/// memory per kernel, spills and warnings as errors, and how many
-/// tensor-core instructions the SASS holds.
-fn nvcc(bin: &Path, e: &Emitted, p: &Program, dir: &Path) -> Result<(String, usize), String> {
-    write(e, p, dir);
+/// nvcc for sm_90 on `file` in `dir`: ptxas's registers and shared memory
+/// per kernel (spills and warnings as errors), and how many tensor-core
+/// instructions the SASS holds (`None` without cuobjdump).
+fn nvcc(bin: &Path, dir: &Path, file: &str) -> Result<(String, Option<usize>), String> {
     let out = Command::new(bin.join("nvcc"))
         .args([
             "-arch=sm_90",
@@ -290,7 +289,7 @@ fn nvcc(bin: &Path, e: &Emitted, p: &Program, dir: &Path) -> Result<(String, usi
             "-o",
         ])
         .arg(dir.join("k.cubin"))
-        .arg(dir.join(format!("{}.cu", e.name)))
+        .arg(dir.join(file))
         .output()
         .map_err(|x| x.to_string())?;
     let log = String::from_utf8_lossy(&out.stderr).to_string();
@@ -307,12 +306,7 @@ fn nvcc(bin: &Path, e: &Emitted, p: &Program, dir: &Path) -> Result<(String, usi
     let mut name = String::new();
     for l in log.lines() {
         if let Some(i) = l.find("Compiling entry function '") {
-            name = l[i + 26..]
-                .trim_end_matches(['\'', ' '])
-                .split('\'')
-                .next()
-                .unwrap_or("")
-                .to_string();
+            name = l[i + 26..].split('\'').next().unwrap_or("").to_string();
         }
         if let Some(i) = l.find("Used ") {
             summary.push_str(&format!("    {name}: {}\n", &l[i..]));
@@ -332,13 +326,17 @@ fn nvcc(bin: &Path, e: &Emitted, p: &Program, dir: &Path) -> Result<(String, usi
             )
             .output()
             .map_err(|x| x.to_string())?;
-        String::from_utf8_lossy(&out.stdout).matches("HMMA").count()
+        Some(String::from_utf8_lossy(&out.stdout).matches("HMMA").count())
     } else {
-        usize::MAX
+        None
     };
     Ok((summary, hmma))
 }
 
+/// Every spec and example in every precision: their kernels, each distinct
+/// one once (one shape of one op is one kernel wherever it appears, as
+/// within a network), compiled together a precision; and two networks'
+/// files as they are written.
 #[test]
 fn every_spec_compiles_for_sm_90_in_every_precision_without_spills() {
     let Some(bin) = cuda_bin() else {
@@ -347,65 +345,84 @@ fn every_spec_compiles_for_sm_90_in_every_precision_without_spills() {
             "no nvcc (set RESNETC_CUDA_BIN to a CUDA bin folder; .ci/run installs one)",
         );
     };
-    let specs = common::all_specs();
-    let jobs: Vec<(PathBuf, Precision)> = specs
-        .iter()
-        .flat_map(|s| PRECISIONS.map(|p| (s.clone(), p)))
+    let programs: Vec<(PathBuf, Program)> = common::all_specs()
+        .into_iter()
+        .map(|s| {
+            let p = Program::lower(common::optimized(&s, 2)).unwrap();
+            (s, p)
+        })
         .collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
+    let jobs: Vec<Precision> = PRECISIONS.to_vec();
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|sc| {
-        for t in 0..2 {
-            let (jobs, next, results, bin) = (&jobs, &next, &results, &bin);
-            sc.spawn(move || loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((spec, precision)) = jobs.get(i) else {
-                    break;
-                };
-                let p = Program::lower(common::optimized(spec, 2)).unwrap();
-                let e = emit::emit(&p, *precision).unwrap();
+        for (t, precision) in jobs.iter().enumerate() {
+            let (programs, results, bin) = (&programs, &results, &bin);
+            sc.spawn(move || {
+                let mut seen = std::collections::HashSet::new();
+                let mut text = format!(
+                    "// every distinct kernel of every spec, {}\n{}",
+                    precision.name(),
+                    emit::PREAMBLE
+                );
+                let (mut kernels, mut tc) = (0, false);
+                for (_, p) in programs {
+                    let e = emit::emit(p, *precision).unwrap();
+                    tc |= e.conv_paths.iter().any(|(_, c)| *c != ConvPath::Simt);
+                    for k in &e.kernels {
+                        let (g, body, block) = k.key();
+                        if seen.insert((g.map(String::from), body.to_string(), block)) {
+                            text.push_str(&format!(
+                                "// {} ({})\n{}",
+                                k.about,
+                                e.name,
+                                k.source_named(&format!("k{kernels}"))
+                            ));
+                            kernels += 1;
+                        }
+                    }
+                }
                 let dir = tmp(&format!("nvcc{t}"));
-                let r = nvcc(bin, &e, &p, &dir);
-                let tc = e.conv_paths.iter().any(|(_, c)| *c != ConvPath::Simt);
-                results
-                    .lock()
-                    .unwrap()
-                    .push((spec.clone(), *precision, e.kernels.len(), tc, r));
+                std::fs::write(dir.join(emit::HEADER_NAME), emit::KERNELS_HEADER).unwrap();
+                std::fs::write(dir.join("all.cu"), text).unwrap();
+                let r = nvcc(bin, &dir, "all.cu");
+                results.lock().unwrap().push((*precision, kernels, tc, r));
             });
         }
     });
-    let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|r| (r.0.clone(), r.1.name()));
     let mut failures = Vec::new();
-    for (spec, precision, kernels, tc, r) in &results {
+    for (precision, kernels, tc, r) in results.into_inner().unwrap() {
         match r {
             Ok((summary, hmma)) => {
-                println!(
-                    "{} {} ({kernels} kernels): ok",
-                    spec.display(),
-                    precision.name()
-                );
+                println!("{} specs and examples, {}: {kernels} distinct kernels compile for sm_90, 0 spills", programs.len(), precision.name());
                 print!("{summary}");
-                if *tc && *hmma == 0 {
-                    failures.push(format!(
-                        "{} {}: no HMMA in the SASS",
-                        spec.display(),
-                        precision.name()
-                    ));
-                }
-                if !*tc && *hmma != 0 && *hmma != usize::MAX {
-                    failures.push(format!(
-                        "{} {}: HMMA on the f32 path",
-                        spec.display(),
-                        precision.name()
-                    ));
+                match (tc, hmma) {
+                    (true, Some(0)) => {
+                        failures.push(format!("{}: no HMMA in the SASS", precision.name()))
+                    }
+                    (false, Some(h)) if h > 0 => {
+                        failures.push(format!("{}: HMMA on the f32 path", precision.name()))
+                    }
+                    (_, Some(h)) => println!("  {h} HMMA instructions in the SASS"),
+                    (_, None) => println!("  (no cuobjdump: the SASS was not read)"),
                 }
             }
-            Err(log) => failures.push(format!("{} {}: {log}", spec.display(), precision.name())),
+            Err(log) => failures.push(format!("{}: {log}", precision.name())),
+        }
+    }
+    // Two networks as compile --emit cuda writes them.
+    for (spec, precision) in [
+        ("specs/cifar/resnet20.rn", Precision::Tf32),
+        ("specs/resnet50_v1_5.rn", Precision::Bf16),
+    ] {
+        let p = Program::lower(common::optimized(&common::root().join(spec), 2)).unwrap();
+        let e = emit::emit(&p, precision).unwrap();
+        let dir = tmp("nvcc-file");
+        write(&e, &p, &dir);
+        if let Err(log) = nvcc(&bin, &dir, &format!("{}.cu", e.name)) {
+            failures.push(format!("{spec} {}: {log}", precision.name()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(results.len(), 3 * specs.len());
 }
 
 #[test]

@@ -89,3 +89,116 @@ proptest! {
         compile(&format!("network n {{ input 3x32x32 {} }}", text.join(" ")));
     }
 }
+
+// ---- readers of user files: mutated bytes give a value or an error ------
+
+/// `bytes` with a few of them changed, cut short or grown.
+fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+    for &(at, kind, v) in edits {
+        if bytes.is_empty() {
+            bytes.push(v);
+            continue;
+        }
+        let at = at % bytes.len();
+        match kind % 4 {
+            0 => bytes[at] = v,
+            1 => bytes.truncate(at),
+            2 => bytes.insert(at, v),
+            _ => bytes[at] ^= 1 << (v % 8),
+        }
+    }
+    bytes
+}
+
+fn npy_seed() -> Vec<u8> {
+    let a = ndarray::ArrayD::from_shape_fn(vec![2, 3, 4, 5], |d| d[3] as f32 - 2.5);
+    resnetc::io::npy::to_bytes(&a)
+}
+
+fn png_seed() -> Vec<u8> {
+    std::fs::read(common::root().join("tests/golden/image/photo.png")).unwrap()
+}
+
+fn jpg_seed() -> Vec<u8> {
+    std::fs::read(common::root().join("tests/golden/image/photo.jpg")).unwrap()
+}
+
+fn safetensors_seed() -> Vec<u8> {
+    std::fs::read(common::root().join("tests/golden/cifar_resnet20/weights.safetensors")).unwrap()
+}
+
+/// A PNG header that claims 100000 x 100000 pixels (and has no data).
+fn png_bomb() -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    v.extend_from_slice(&13u32.to_be_bytes());
+    v.extend_from_slice(&ihdr);
+    v.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    v
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xedb8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+#[test]
+fn a_decompression_bomb_and_truncated_images_are_errors() {
+    let e = resnetc::io::image::decode(&png_bomb()).unwrap_err();
+    assert!(e.contains("limit") || e.contains("dimensions"), "{e}");
+    // A PNG cut anywhere is an error; a JPEG cut inside its scan data
+    // decodes with the rest grey (as libjpeg does), not before it.
+    for (seed, cuts) in [
+        (png_seed(), vec![0, 8, 100, 1000]),
+        (jpg_seed(), vec![0, 8, 100]),
+    ] {
+        let len = seed.len();
+        for cut in cuts.into_iter().chain(std::iter::once(len / 2)) {
+            let r = resnetc::io::image::decode(&seed[..cut]);
+            assert!(
+                r.is_err() || cut == len / 2 && len == jpg_seed().len(),
+                "cut at {cut} of {len}"
+            );
+        }
+        assert!(resnetc::io::image::decode(&seed).is_ok());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn mutated_npy_files_never_panic(edits in prop::collection::vec((0usize..1 << 16, 0u8..4, any::<u8>()), 1..8)) {
+        let _ = resnetc::io::npy::parse(&mutate(npy_seed(), &edits));
+    }
+
+    #[test]
+    fn mutated_npy_headers_never_panic(edits in prop::collection::vec((0usize..128, 0u8..4, any::<u8>()), 1..8)) {
+        // Edits within the header, where the parser works hardest.
+        let _ = resnetc::io::npy::parse(&mutate(npy_seed(), &edits));
+    }
+
+    #[test]
+    fn mutated_images_never_panic(png in any::<bool>(), edits in prop::collection::vec((0usize..1 << 20, 0u8..4, any::<u8>()), 1..6)) {
+        let seed = if png { png_seed() } else { jpg_seed() };
+        let _ = resnetc::io::image::decode(&mutate(seed, &edits));
+    }
+
+    #[test]
+    fn mutated_safetensors_never_panic(edits in prop::collection::vec((0usize..1 << 12, 0u8..4, any::<u8>()), 1..6)) {
+        let _ = resnetc::weights::file::from_bytes(&mutate(safetensors_seed(), &edits), "fuzz");
+    }
+}

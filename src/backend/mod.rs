@@ -11,6 +11,7 @@
 pub mod cuda;
 pub mod interp;
 pub mod jit;
+pub mod memory;
 pub mod program;
 
 use std::fmt;
@@ -123,6 +124,21 @@ pub trait Backend {
     /// The generated source of `p`, without weights; `None` for a backend
     /// that generates none.
     fn listing(&self, p: &Program) -> Result<Option<Listing>, Refusal>;
+    /// What `compile(p)` will hold in host memory, known before it runs.
+    fn footprint(&self, p: &Program) -> memory::Footprint {
+        let mut f = memory::Footprint::default();
+        f.add("arena", p.arena_bytes, true);
+        f.add("weights", weight_bytes(p), false);
+        f
+    }
+}
+
+/// Bytes of a program's weights in f32.
+pub fn weight_bytes(p: &Program) -> u64 {
+    p.weights
+        .iter()
+        .map(|w| 4 * w.shape.iter().map(|&d| d as u64).product::<u64>())
+        .sum()
 }
 
 /// How a step runs, for profiles.

@@ -31,6 +31,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
+    pub memory: super::MemoryArgs,
+    #[command(flatten)]
     pub opt: OptArgs,
 }
 
@@ -81,6 +83,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
+    if !super::fits(backend.as_ref(), &program, &args.memory) {
+        return ExitCode::FAILURE;
+    }
     let Some(mut c) = super::compile_on(backend.as_ref(), &program, &sources) else {
         return ExitCode::FAILURE;
     };

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod finite;
 mod init;
 mod report;
 pub mod run;
@@ -150,6 +151,45 @@ impl BackendArgs {
             eprintln!("error: {e}");
             ExitCode::from(2)
         })
+    }
+}
+
+/// `--max-memory`, for the commands that run a network.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MemoryArgs {
+    /// The most host memory a run may take (8G, 512M...); `none` lifts the
+    /// check. Default: what this machine has available (MemAvailable, and
+    /// the cgroup's limit).
+    #[arg(long, value_name = "SIZE", value_parser = parse_limit)]
+    pub max_memory: Option<backend::memory::Limit>,
+}
+
+fn parse_limit(s: &str) -> Result<backend::memory::Limit, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(backend::memory::Limit::Unchecked);
+    }
+    backend::memory::parse_size(s).map(backend::memory::Limit::Bytes)
+}
+
+/// What running `p` on `b` takes, with the caller's input and logits.
+pub fn footprint(b: &dyn Backend, p: &Program) -> backend::memory::Footprint {
+    let mut f = b.footprint(p);
+    f.add("input", 4 * p.input.len() as u64, true);
+    f.add("logits", 4 * p.output.len() as u64, true);
+    f
+}
+
+/// Refuse to compile `p` on `b` if it will not fit in memory; the error
+/// gives the figure and the largest batch that fits.
+pub fn fits(b: &dyn Backend, p: &Program, mem: &MemoryArgs) -> bool {
+    let f = footprint(b, p);
+    let limit = mem.max_memory.unwrap_or(backend::memory::Limit::Available);
+    match backend::memory::check(&f, p.input.shape.batch(), &p.name, limit) {
+        Ok(()) => true,
+        Err(e) => {
+            eprint!("{}", e.diagnostic().render(&SourceMap::new(), colour()));
+            false
+        }
     }
 }
 

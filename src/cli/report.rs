@@ -51,10 +51,17 @@ pub fn run(args: &ReportArgs) -> ExitCode {
         let Some(p) = super::program(module, &args.opt, &sources) else {
             return ExitCode::FAILURE;
         };
+        // What `run` would hold on the default backend.
+        let default = &crate::backend::BACKENDS[0];
+        let run = match (default.new)(&Default::default()) {
+            Ok(b) => super::footprint(b.as_ref(), &p).total(),
+            Err(_) => 0,
+        };
         reports.push(report::build::with_optimized(
             r,
             p.prepared(),
             args.opt.level,
+            (default.name, run),
         ));
     }
     let depth = args.depth as usize;

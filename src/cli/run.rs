@@ -29,11 +29,20 @@ pub struct RunArgs {
     /// Print the K most likely classes of each input.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// On non-finite logits, find the first value that became NaN or
+    /// infinite (walks the network in the interpreter).
+    #[arg(long)]
+    pub check_finite: bool,
     #[command(flatten)]
     pub backend: super::BackendArgs,
     #[command(flatten)]
+    pub memory: super::MemoryArgs,
+    #[command(flatten)]
     pub opt: super::OptArgs,
 }
+
+/// The largest batch a run takes (as `--batch` does).
+const MAX_BATCH: usize = 1 << 20;
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
@@ -48,6 +57,20 @@ fn load_inputs(args: &RunArgs) -> Result<(ArrayD<f32>, Vec<String>), String> {
                 "`{}`: expected a 4-d NCHW array, found shape {:?}",
                 p.display(),
                 x.shape()
+            ));
+        }
+        if x.is_empty() {
+            return Err(format!(
+                "`{}`: expected an NCHW batch with every dimension at least 1, found shape {:?}",
+                p.display(),
+                x.shape()
+            ));
+        }
+        if x.shape()[0] > MAX_BATCH {
+            return Err(format!(
+                "`{}`: a batch of {} images, more than the {MAX_BATCH} a run takes",
+                p.display(),
+                x.shape()[0]
             ));
         }
         let labels = (0..x.shape()[0])
@@ -99,6 +122,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
+    if !super::fits(backend.as_ref(), &program, &args.memory) {
+        return ExitCode::FAILURE;
+    }
     let start = Instant::now();
     let Some(mut exe) = super::compile_on(backend.as_ref(), &program, &sources) else {
         return ExitCode::FAILURE;
@@ -111,6 +137,18 @@ pub fn run(args: &RunArgs) -> ExitCode {
         }
     };
     let elapsed = start.elapsed();
+    let bad = logits.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        eprintln!(
+            "warning: {bad} of {} logits are not finite (NaN or infinite)",
+            logits.len()
+        );
+        if args.check_finite {
+            super::finite::explain(&program, &x, &sources);
+        } else {
+            eprintln!("  hint: --check-finite finds the first value that became non-finite");
+        }
+    }
     if let Some(out) = &args.output {
         if let Err(e) = npy::write(out, &logits) {
             return fail(e);

@@ -1,16 +1,36 @@
 //! Images as the paper tests them: shorter side resized to 256, centre crop
-//! 224, ImageNet mean/std normalization; NCHW f32.
+//! 224, ImageNet mean/std normalization; NCHW f32. Decoding is bounded: a
+//! header that claims a huge image (a decompression bomb) or a truncated
+//! file is an error, never an allocation the machine cannot make.
 
 use ndarray::Array4;
 
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// The largest side accepted, in pixels.
+pub const MAX_SIDE: u32 = 16_384;
+/// The most a decoder may allocate for one image.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+
+/// Decode JPEG or PNG bytes (the format guessed from them) within the limits.
+pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
+    let mut r = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    r.limits(limits);
+    Ok(r.decode().map_err(|e| e.to_string())?.to_rgb8())
+}
+
 /// Load and preprocess one image to 1x3xCROPxCROP.
 pub fn load(path: &std::path::Path, resize: u32, crop: u32) -> Result<Array4<f32>, String> {
-    let img = image::open(path)
-        .map_err(|e| format!("cannot read image `{}`: {e}", path.display()))?
-        .to_rgb8();
+    let name = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read image `{name}`: {e}"))?;
+    let img = decode(&bytes).map_err(|e| format!("cannot read image `{name}`: {e}"))?;
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("image `{}` is empty", path.display()));

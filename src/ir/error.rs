@@ -40,6 +40,8 @@ pub enum Stage {
     Backend(&'static str),
     /// Running a compiled network, on the named backend.
     Run(&'static str),
+    /// Checking what a run will take against the memory available.
+    Memory,
 }
 
 impl Stage {
@@ -49,6 +51,7 @@ impl Stage {
             Stage::Prepare => "prepare",
             Stage::Backend(_) => "backend",
             Stage::Run(_) => "run",
+            Stage::Memory => "memory",
         }
     }
 }
@@ -60,6 +63,7 @@ impl fmt::Display for Stage {
             Stage::Prepare => f.write_str("prepare"),
             Stage::Backend(b) => write!(f, "backend `{b}`"),
             Stage::Run(b) => write!(f, "run ({b})"),
+            Stage::Memory => f.write_str("memory"),
         }
     }
 }

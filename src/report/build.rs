@@ -47,6 +47,10 @@ pub struct Optimized {
     pub peak_activation_bytes: u64,
     /// The memory plan's arena: all activations, with reuse.
     pub arena_bytes: u64,
+    /// What `run` on `run_backend` holds (arena, weights, input, logits...):
+    /// the figure it checks against the memory available.
+    pub run_backend: String,
+    pub run_bytes: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -217,7 +221,12 @@ pub fn build(g: &Graph, spec: &str) -> Report {
 }
 
 /// Add the optimized graph's totals to a report of the spec's graph.
-pub fn with_optimized(mut r: Report, prepared: &crate::passes::Prepared, level: u8) -> Report {
+pub fn with_optimized(
+    mut r: Report,
+    prepared: &crate::passes::Prepared,
+    level: u8,
+    (run_backend, run_bytes): (&str, u64),
+) -> Report {
     let opt = prepared.graph();
     let o = build(opt, &r.spec);
     r.optimized = Some(Optimized {
@@ -232,6 +241,8 @@ pub fn with_optimized(mut r: Report, prepared: &crate::passes::Prepared, level: 
         activation_bytes_sum: o.totals.activation_bytes_sum,
         peak_activation_bytes: o.totals.peak_activation_bytes,
         arena_bytes: prepared.plan().arena_bytes,
+        run_backend: run_backend.to_string(),
+        run_bytes,
     });
     r
 }

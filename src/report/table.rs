@@ -235,6 +235,15 @@ pub fn render_totals(r: &Report) -> String {
             o.arena_bytes,
             mib,
         );
+        let _ = writeln!(
+            s,
+            "  {:<32} {:>17}    {:>17}  {} ({} backend)",
+            "memory to run",
+            "",
+            group(o.run_bytes),
+            mib(o.run_bytes),
+            o.run_backend
+        );
     }
     s
 }

@@ -223,9 +223,7 @@ impl Compiled {
             .map(|l| StepInfo {
                 name: l.value.clone(),
                 op: "kernel",
-                strategy: if e.kernels[l.kernel].source.contains("conv_tc")
-                    || e.kernels[l.kernel].source.contains("conv_simt")
-                {
+                strategy: if e.kernels[l.kernel].geom.is_some() {
                     Strategy::ImplicitGemm
                 } else {
                     Strategy::Kernel

@@ -18,6 +18,10 @@ const STAGE: Stage = Stage::Backend("cuda");
 pub const KERNELS_HEADER: &str = include_str!("resnetc_cuda.cuh");
 pub const HEADER_NAME: &str = "resnetc_cuda.cuh";
 
+/// What every network's `.cu` starts with after its comment: the header and
+/// the kernels' parameter list.
+pub const PREAMBLE: &str = "#include \"resnetc_cuda.cuh\"\n\n#define RC_ARGS const char* __restrict__ w, char* __restrict__ arena, const float* __restrict__ x, float* __restrict__ y, rc::Off o\n";
+
 /// How a conv is computed on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvPath {
@@ -67,17 +71,48 @@ pub struct Launch {
     pub writes: Option<(u64, u64)>,
 }
 
-/// A distinct kernel: its name, the values it runs for, its source.
+/// A distinct kernel: its name, the values it runs for, what it computes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kernel {
     pub name: String,
     pub users: Vec<String>,
     /// A comment line saying what it computes.
     pub about: String,
-    /// The geometry struct (convs) and the `__global__` definition.
-    pub source: String,
+    /// The geometry struct's constants (convs).
+    pub geom: Option<String>,
+    /// The template call (`GEOM` names the geometry struct).
+    pub body: String,
     /// Threads a block.
     pub block: u32,
+}
+
+impl Kernel {
+    /// Its definition under `name`: the geometry struct and the `__global__`.
+    pub fn source_named(&self, name: &str) -> String {
+        let mut s = String::new();
+        let body = match &self.geom {
+            Some(g) => {
+                let _ = writeln!(s, "struct g_{name} {{\n    enum {{ {g} }};\n}};");
+                self.body.replace("GEOM", &format!("g_{name}"))
+            }
+            None => self.body.clone(),
+        };
+        let _ = writeln!(
+            s,
+            "extern \"C\" __global__ void __launch_bounds__({}) {name}(RC_ARGS) {{\n    {body};\n}}",
+            self.block
+        );
+        s
+    }
+
+    pub fn source(&self) -> String {
+        self.source_named(&self.name)
+    }
+
+    /// What makes two kernels the same, whatever their names.
+    pub fn key(&self) -> (Option<&str>, &str, u32) {
+        (self.geom.as_deref(), &self.body, self.block)
+    }
 }
 
 /// A program as CUDA.
@@ -182,24 +217,12 @@ impl Builder<'_> {
         while self.kernels.iter().any(|k| k.name == name) {
             name.push('_');
         }
-        let mut source = String::new();
-        let body = match geom {
-            Some(g) => {
-                let gname = format!("g_{name}");
-                let _ = writeln!(source, "struct {gname} {{\n    enum {{ {g} }};\n}};");
-                body.replace("GEOM", &gname)
-            }
-            None => body,
-        };
-        let _ = writeln!(
-            source,
-            "extern \"C\" __global__ void __launch_bounds__({block}) {name}(RC_ARGS) {{\n    {body};\n}}"
-        );
         self.kernels.push(Kernel {
             name,
             users: vec![value.to_string()],
             about,
-            source,
+            geom,
+            body,
             block,
         });
         self.by_source.insert(key, self.kernels.len() - 1);
@@ -623,7 +646,7 @@ impl Emitted {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "// {name}.cu: the kernels of network `{name}`, emitted by resnetc ({}).\n// Activations NHWC in one arena ({}); weights KRSC in one blob. Shapes are\n// constants; arena and blob offsets come with each launch (rc::Off).\n// {} kernels for {} launches; see {name}_host.cu for the order.\n#include \"{HEADER_NAME}\"\n\n#define RC_ARGS const char* __restrict__ w, char* __restrict__ arena, const float* __restrict__ x, float* __restrict__ y, rc::Off o\n",
+            "// {name}.cu: the kernels of network `{name}`, emitted by resnetc ({}).\n// Activations NHWC in one arena ({}); weights KRSC in one blob. Shapes are\n// constants; arena and blob offsets come with each launch (rc::Off).\n// {} kernels for {} launches; see {name}_host.cu for the order.\n{PREAMBLE}",
             self.precision.name(),
             if self.precision == Precision::Bf16 { "bf16" } else { "f32" },
             self.kernels.len(),
@@ -635,7 +658,7 @@ impl Emitted {
             if k.users.len() > 1 {
                 let _ = writeln!(s, "// runs {}", k.users.join(", "));
             }
-            let _ = writeln!(s, "{}", k.source);
+            let _ = writeln!(s, "{}", k.source());
         }
         s
     }

@@ -101,6 +101,16 @@ impl Backend for Cuda {
         Ok(Box::new(device::Compiled::new(&e, &blob, self.profile)?))
     }
 
+    fn footprint(&self, p: &Program) -> super::memory::Footprint {
+        // On the host: the weights as read and as packed (the device's own
+        // memory is the driver's to refuse).
+        let mut f = super::memory::Footprint::default();
+        let w = super::weight_bytes(p);
+        f.add("weights", w, false);
+        f.add("packed weights", w, false);
+        f
+    }
+
     fn listing(&self, p: &Program) -> Result<Option<Listing>, Refusal> {
         let e = self.emit(p)?;
         let n = &e.name;

@@ -77,6 +77,15 @@ impl Backend for Interp {
     fn listing(&self, _: &Program) -> Result<Option<Listing>, Refusal> {
         Ok(None)
     }
+
+    fn footprint(&self, p: &Program) -> super::memory::Footprint {
+        // Values live from their op to their last reader, each its own array.
+        let mut f = super::memory::Footprint::default();
+        let (peak, _) = crate::ir::liveness::peak(p.prepared().graph());
+        f.add("values", peak, true);
+        f.add("weights", super::weight_bytes(p), false);
+        f
+    }
 }
 
 struct Compiled {
@@ -117,6 +126,37 @@ pub fn run(
     w: &BoundWeights,
     input: ArrayD<f32>,
     targets: &[NodeIndex],
+) -> Result<Vec<ArrayD<f32>>, GraphError> {
+    run_watching(g, w, input, targets, |_, _| false)
+}
+
+/// The first value, in schedule order, that holds a NaN or an infinity
+/// though its inputs do not: the value, and its NaN and infinite counts.
+pub fn first_non_finite(
+    g: &Graph,
+    w: &BoundWeights,
+    input: ArrayD<f32>,
+) -> Result<Option<(NodeIndex, usize, usize)>, GraphError> {
+    let mut found = None;
+    run_watching(g, w, input, &[], |i, v| {
+        let nan = v.iter().filter(|x| x.is_nan()).count();
+        let inf = v.iter().filter(|x| x.is_infinite()).count();
+        if nan + inf > 0 {
+            found = Some((i, nan, inf));
+        }
+        found.is_some()
+    })?;
+    Ok(found)
+}
+
+/// [`run`], showing `watch` every value as it is computed; it stops the run
+/// by returning true.
+fn run_watching(
+    g: &Graph,
+    w: &BoundWeights,
+    input: ArrayD<f32>,
+    targets: &[NodeIndex],
+    mut watch: impl FnMut(NodeIndex, &ArrayD<f32>) -> bool,
 ) -> Result<Vec<ArrayD<f32>>, GraphError> {
     if input.shape() != g.input_shape().dims() {
         return Err(GraphError::new(
@@ -161,6 +201,9 @@ pub fn run(
         };
         if y.shape() != node.shape.dims() {
             return Err(internal(g, i, &format!("computed shape {:?}", y.shape())));
+        }
+        if watch(i, &y) {
+            return Ok(Vec::new());
         }
         if targets.contains(&i) {
             kept.insert(i, y.clone());

@@ -133,6 +133,18 @@ impl Backend for Jit {
         Ok(Box::new(compile(self, p)?))
     }
 
+    fn footprint(&self, p: &Program) -> super::memory::Footprint {
+        let l = self.lower(p);
+        let mut f = super::memory::Footprint::default();
+        let w = super::weight_bytes(p);
+        f.add("arena", p.arena_bytes, true);
+        f.add("scratch", 4 * l.scratch as u64, true);
+        // The weights as read (held by the program) and as packed, on 2 MB pages.
+        f.add("weights", w, false);
+        f.add("packed weights", w.div_ceil(2 << 20) * (2 << 20), false);
+        f
+    }
+
     fn listing(&self, p: &Program) -> Result<Option<Listing>, Refusal> {
         let l = self.lower(p);
         let (_, (_, clif)) = generate(&l, &p.name)?;
