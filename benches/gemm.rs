@@ -78,6 +78,7 @@ fn main() {
                     kernel,
                     stride,
                     pad,
+                    dilation: 1,
                     ow: out_size,
                     image_stride: 0,
                 };

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod io;
 pub mod ir;
 pub mod lower;
+pub mod onnx;
 pub mod passes;
 pub mod report;
 pub mod syntax;

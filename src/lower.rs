@@ -6,6 +6,7 @@
 pub mod check;
 pub mod eval;
 pub mod load;
+pub mod preprocess;
 pub mod sig;
 
 use std::collections::HashMap;
@@ -82,10 +83,22 @@ enum Mode {
     A {
         split: bool,
     },
-    B,
-    C,
+    B(Projection),
+    C(Projection),
     Plain,
 }
+
+/// A projection shortcut's options: `shortcut B(bias = true, bn = false)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Projection {
+    bias: bool,
+    bn: bool,
+}
+
+const PROJECTION: Projection = Projection {
+    bias: false,
+    bn: true,
+};
 
 /// Graphs larger than this are spec mistakes (ResNet-1202 has ~4,000 values).
 pub const MAX_NODES: usize = 1_000_000;
@@ -152,8 +165,14 @@ fn lower_network(prog: &Program, net: &Network, opts: &Options) -> R<Graph> {
     };
     let net_mode = match &net.shortcut {
         Some(s) => mode(s, &Env::new())?,
-        None => Mode::B,
+        None => Mode::B(PROJECTION),
     };
+    // torchvision's `self.dilation`: a dilated stage's first block keeps
+    // the previous stage's dilation, the rest take the new one.
+    let mut dilation = 1i64;
+    if !net.preprocess.is_empty() {
+        l.graph.preprocess = Some(preprocess::preprocess(&net.preprocess, c)?);
+    }
     let mut cur = l.graph.input;
     if let Some(stem) = &net.stem {
         cur = l.section(&stem.body, cur, net_mode)?;
@@ -183,9 +202,23 @@ fn lower_network(prog: &Program, net: &Network, opts: &Options) -> R<Graph> {
                 "unknown block",
             ));
         };
+        let stage_dilation = match &st.dilation {
+            Some(e) => match eval(e, &Env::new())? {
+                Value::Int(i) => Some(as_size(i, 1, "a dilation", e.span)? as i64),
+                v => {
+                    return Err(Diagnostic::at(
+                        "type",
+                        e.span,
+                        format!("expected an integer dilation, found {}", v.type_name()),
+                    ))
+                }
+            },
+            None => None,
+        };
         for i in 0..st.repeat {
             let s = if i == 0 { stride } else { 1 };
-            let env = bind_block(def, &st.block.args, s, st.block.span)?;
+            let d = stage_dilation.map(|d| if i == 0 { dilation } else { d });
+            let env = bind_block(def, &st.block.args, s, d, st.block.span)?;
             let mut scope = Scope {
                 prefix: format!("{}.{i}", st.name.name),
                 env,
@@ -198,6 +231,9 @@ fn lower_network(prog: &Program, net: &Network, opts: &Options) -> R<Graph> {
             scope.taps.insert("input".into(), cur);
             l.stmts(&def.body, &mut scope)?;
             cur = scope.cur;
+        }
+        if let Some(d) = stage_dilation {
+            dilation = d;
         }
         l.graph.stages.push(StageInfo {
             name: st.name.name.clone(),
@@ -215,9 +251,37 @@ fn lower_network(prog: &Program, net: &Network, opts: &Options) -> R<Graph> {
 
 /// The shortcut option of a `shortcut` declaration.
 fn mode(s: &ShortcutSpec, env: &Env) -> R<Mode> {
+    let projection = || -> R<Projection> {
+        let mut p = PROJECTION;
+        for a in &s.args {
+            let name = a.name.as_ref().map(|n| n.name.as_str());
+            let v = match eval(&a.value, env)? {
+                Value::Bool(b) => b,
+                v => {
+                    return Err(Diagnostic::at(
+                        "type",
+                        a.value.span,
+                        format!("expected a boolean, found {}", v.type_name()),
+                    ))
+                }
+            };
+            match name {
+                Some("bias") => p.bias = v,
+                Some("bn") => p.bn = v,
+                _ => {
+                    return Err(Diagnostic::at(
+                        "unknown-name",
+                        a.span,
+                        "a projection shortcut takes `bias` and `bn`",
+                    ))
+                }
+            }
+        }
+        Ok(p)
+    };
     Ok(match s.kind {
-        ShortcutKind::B => Mode::B,
-        ShortcutKind::C => Mode::C,
+        ShortcutKind::B => Mode::B(projection()?),
+        ShortcutKind::C => Mode::C(projection()?),
         ShortcutKind::None => Mode::Plain,
         ShortcutKind::A => {
             let mut split = true;
@@ -242,7 +306,13 @@ fn mode(s: &ShortcutSpec, env: &Env) -> R<Mode> {
 
 /// Evaluate a block's parameters for one instance: the stage's arguments, the
 /// stride of this position in the stage, then defaults in declaration order.
-fn bind_block(def: &BlockDef, args: &[Arg], stride: i64, call_span: Span) -> R<Env> {
+fn bind_block(
+    def: &BlockDef,
+    args: &[Arg],
+    stride: i64,
+    dilation: Option<i64>,
+    call_span: Span,
+) -> R<Env> {
     let params: Vec<&str> = def.params.iter().map(|p| p.name.name.as_str()).collect();
     let what = format!("block `{}`", def.name.name);
     let slots = match_args(&what, &params, params.len(), args)?;
@@ -250,6 +320,8 @@ fn bind_block(def: &BlockDef, args: &[Arg], stride: i64, call_span: Span) -> R<E
     for (p, slot) in def.params.iter().zip(&slots) {
         let v = if p.name.name == "stride" {
             Value::Int(stride)
+        } else if let (Some(d), "dilation") = (dilation, p.name.name.as_str()) {
+            Value::Int(d)
         } else if let Some(a) = slot {
             eval(&a.value, &Env::new())?
         } else if let Some(d) = &p.default {
@@ -445,6 +517,7 @@ impl Lowerer {
                             stride: size("stride", 1, "a stride")?,
                             padding: size("pad", 0, "padding")?,
                             groups: size("groups", 1, "groups")?,
+                            dilation: size("dilation", 1, "a dilation")?,
                             bias: b.bool("bias"),
                             residual: Residual::None,
                             relu: false,
@@ -460,17 +533,20 @@ impl Lowerer {
                                 size("stride", 1, "a stride")?,
                                 size("pad", 0, "padding")?,
                             );
+                            let ceil = b.bool("ceil");
                             if sig.name == "max_pool" {
                                 Op::MaxPool {
                                     kernel,
                                     stride,
                                     padding,
+                                    ceil,
                                 }
                             } else {
                                 Op::AvgPool {
                                     kernel,
                                     stride,
                                     padding,
+                                    ceil,
                                 }
                             }
                         }
@@ -524,19 +600,25 @@ impl Lowerer {
         let block_input = scope.taps.get("input").copied().unwrap_or(scope.cur);
         let from = tap(slots[0], block_input)?;
         let project_from = tap(slots[1], from)?;
-        let with_bn = match slots[2] {
-            Some(a) => match eval(&a.value, &scope.env)? {
-                Value::Bool(b) => b,
-                v => {
-                    return Err(Diagnostic::at(
+        let flag = |slot: Option<&Arg>, name: &str, default: bool| -> R<bool> {
+            match slot {
+                Some(a) => match eval(&a.value, &scope.env)? {
+                    Value::Bool(b) => Ok(b),
+                    v => Err(Diagnostic::at(
                         "type",
                         a.value.span,
-                        format!("expected a boolean for `bn`, found {}", v.type_name()),
-                    ))
-                }
-            },
-            None => true,
+                        format!("expected a boolean for `{name}`, found {}", v.type_name()),
+                    )),
+                },
+                None => Ok(default),
+            }
         };
+        let projection = match scope.mode {
+            Mode::B(p) | Mode::C(p) => p,
+            _ => PROJECTION,
+        };
+        let with_bn = flag(slots[2], "bn", projection.bn)?;
+        let with_bias = flag(slots[3], "bias", projection.bias)?;
         let fs = self.graph.node(from).shape.clone();
         let cs = self.graph.node(scope.cur).shape.clone();
         let same = fs == cs;
@@ -550,7 +632,7 @@ impl Lowerer {
             }
             d
         };
-        if scope.id_block && !same && matches!(scope.mode, Mode::A { .. } | Mode::B) {
+        if scope.id_block && !same && matches!(scope.mode, Mode::A { .. } | Mode::B(_)) {
             return Err(mismatch(format!(
                 "identity shortcut with mismatched shapes: expected the block to keep its input shape {fs}, found {cs}"
             ))
@@ -558,7 +640,7 @@ impl Lowerer {
         }
         let shortcut = match scope.mode {
             Mode::Plain => return Ok(()),
-            Mode::A { .. } | Mode::B if same => from,
+            Mode::A { .. } | Mode::B(_) if same => from,
             Mode::A { split } => {
                 let Some(stride) = shortcut_stride(&fs, &cs) else {
                     return Err(mismatch(format!(
@@ -584,7 +666,7 @@ impl Lowerer {
                 };
                 self.add_node(scope, name, op, &[from], span)?
             }
-            Mode::B | Mode::C => {
+            Mode::B(_) | Mode::C(_) => {
                 let ps = self.graph.node(project_from).shape.clone();
                 let Some(stride) = shortcut_stride(&ps, &cs) else {
                     return Err(mismatch(format!(
@@ -599,7 +681,8 @@ impl Lowerer {
                     stride,
                     padding: 0,
                     groups: 1,
-                    bias: false,
+                    dilation: 1,
+                    bias: with_bias,
                     residual: Residual::None,
                     relu: false,
                 };

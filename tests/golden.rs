@@ -75,7 +75,7 @@ fn interpreter_agrees_with_pytorch() {
         .filter(|p| p.join("case.json").exists())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 7, "golden cases are missing");
+    assert!(cases.len() >= 9, "golden cases are missing");
     let mut failures = Vec::new();
     for dir in &cases {
         let (plain, optimized) = run_case(dir);

@@ -65,6 +65,8 @@ pub struct ConvGeom {
     pub stride: usize,
     pub pad: usize,
     pub groups: usize,
+    /// Spacing of the taps: tap `(ki, kj)` reads `(oy*s + ki*d - p, ...)`.
+    pub dilation: usize,
     pub oh: usize,
     pub ow: usize,
 }
@@ -149,7 +151,8 @@ pub enum Kind {
     Flatten,
     /// Max pooling, -inf padding, NaN kept.
     MaxPool(PoolGeom),
-    /// Average pooling, zero padding counted.
+    /// Average pooling, zero padding counted; a window that ceil mode runs
+    /// past the padding divides by its taps inside the padded map.
     AvgPool(PoolGeom),
     /// The mean of each of `n x c` planes of `hw` elements.
     GlobalAvgPool {
@@ -262,6 +265,7 @@ impl Program {
                     stride,
                     padding,
                     groups,
+                    dilation,
                     bias,
                     residual,
                     relu,
@@ -276,6 +280,7 @@ impl Program {
                         stride,
                         pad: padding,
                         groups,
+                        dilation,
                         oh: n.shape.height(),
                         ow: n.shape.width(),
                     };
@@ -343,11 +348,13 @@ impl Program {
                     kernel,
                     stride,
                     padding,
+                    ..
                 }
                 | Op::AvgPool {
                     kernel,
                     stride,
                     padding,
+                    ..
                 } => {
                     let p = PoolGeom {
                         n: x.batch(),

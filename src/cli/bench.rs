@@ -9,7 +9,7 @@ use ndarray::ArrayD;
 use super::{build, BackendArgs, BuildArgs, OptArgs};
 use crate::passes::Module;
 use crate::report::group;
-use crate::weights::{file, init};
+use crate::weights::init;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -51,7 +51,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let weights = match &args.weights {
-        Some(p) => match file::load(p) {
+        Some(p) => match crate::weights::load_for(p, &g) {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -11,7 +11,7 @@ use crate::ir::{dot, text, yaml::GraphDoc, Graph};
 use crate::passes::Module;
 use crate::report::{group, si};
 use crate::syntax::SourceMap;
-use crate::weights::{file, init};
+use crate::weights::init;
 
 /// The artifacts of the graph itself; every backend with a listing adds its own.
 const GRAPH_ARTIFACTS: &[&str] = &["ir", "yaml", "dot"];
@@ -63,7 +63,7 @@ pub fn run(args: &CompileArgs) -> ExitCode {
         .any(|e| backend::emitting(e).is_some_and(|b| b.listing_weights));
     let weights = if wants_weights || args.weights.is_some() {
         let w = match &args.weights {
-            Some(p) => match file::load(p) {
+            Some(p) => match crate::weights::load_for(p, &spec_graph) {
                 Ok(w) => w,
                 Err(e) => {
                     eprintln!("error: {e}");

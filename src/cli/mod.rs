@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod export;
 mod finite;
 mod init;
 mod report;
@@ -229,6 +230,17 @@ pub enum Command {
     Run(run::RunArgs),
     /// Compile to native code and time it: latency, images/s, GFLOP/s.
     Bench(bench::BenchArgs),
+    /// Write a spec and its weights as an ONNX model (or a Triton repository).
+    Export(export::ExportArgs),
+    /// Bind an ONNX model's weights to a spec and write them as .safetensors.
+    Convert(export::ConvertArgs),
+}
+
+/// The spec's preprocessing (torchvision's ImageNet transform where the spec
+/// has none), as export metadata.
+pub fn preprocess_metadata(g: &Graph) -> Vec<(String, String)> {
+    let p = g.preprocess.clone().unwrap_or_default();
+    vec![("preprocess".into(), p.to_json())]
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {
@@ -279,6 +291,8 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Convert(args) => export::convert(&args),
     }
 }
 

@@ -8,19 +8,20 @@ use ndarray::{Array4, ArrayD, Axis, Ix2};
 
 use crate::io::{class_name, image, npy, scores};
 use crate::lower::Options;
-use crate::weights::file;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("data").required(true).args(["input", "image"])))]
 pub struct RunArgs {
     pub spec: PathBuf,
-    /// Weights (.safetensors) with torchvision's state_dict keys.
+    /// Weights: .safetensors with torchvision's state_dict keys, or an ONNX
+    /// model whose initializers are bound to the spec by structure.
     #[arg(long)]
     pub weights: PathBuf,
     /// Input batch as .npy, float32 NCHW.
     #[arg(long, value_name = "X.npy")]
     pub input: Option<PathBuf>,
-    /// Images (JPEG/PNG): resized to 256, centre-cropped to 224, normalized.
+    /// Images (JPEG/PNG), preprocessed as the spec's `input ... { }` says;
+    /// without one: resized to 256, centre-cropped to 224, ImageNet-normalized.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub image: Vec<PathBuf>,
     /// Write the logits (the values before the final softmax) as .npy.
@@ -49,7 +50,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load_inputs(args: &RunArgs) -> Result<(ArrayD<f32>, Vec<String>), String> {
+fn load_inputs(
+    args: &RunArgs,
+    pp: &crate::ir::preprocess::Preprocess,
+) -> Result<(ArrayD<f32>, Vec<String>), String> {
     if let Some(p) = &args.input {
         let x = npy::read(p)?;
         if x.ndim() != 4 {
@@ -80,7 +84,7 @@ fn load_inputs(args: &RunArgs) -> Result<(ArrayD<f32>, Vec<String>), String> {
     }
     let mut images: Vec<Array4<f32>> = Vec::new();
     for p in &args.image {
-        images.push(image::load(p, 256, 224)?);
+        images.push(image::load_with(p, pp)?);
     }
     let views: Vec<_> = images.iter().map(|a| a.view()).collect();
     let x = ndarray::concatenate(Axis(0), &views).map_err(|e| e.to_string())?;
@@ -93,7 +97,17 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let (x, labels) = match load_inputs(args) {
+    // Images are preprocessed as the spec says (torchvision's ImageNet
+    // transform where it says nothing).
+    let pp = if args.image.is_empty() {
+        Default::default()
+    } else {
+        let Some((g, _)) = super::build(&args.spec, &Options::default()) else {
+            return ExitCode::FAILURE;
+        };
+        g.preprocess.unwrap_or_default()
+    };
+    let (x, labels) = match load_inputs(args, &pp) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -107,7 +121,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let Some((g, sources)) = super::build(&args.spec, &opts) else {
         return ExitCode::FAILURE;
     };
-    let weights = match file::load(&args.weights) {
+    let weights = match crate::weights::load_for(&args.weights, &g) {
         Ok(w) => w,
         Err(e) => return fail(e),
     };

@@ -5,8 +5,7 @@
 
 use ndarray::Array4;
 
-pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+use crate::ir::preprocess::{Preprocess, Resize};
 
 /// The largest side accepted, in pixels.
 pub const MAX_SIDE: u32 = 16_384;
@@ -26,9 +25,21 @@ pub fn decode(bytes: &[u8]) -> Result<image::RgbImage, String> {
     Ok(r.decode().map_err(|e| e.to_string())?.to_rgb8())
 }
 
-/// Load and preprocess one image to 1x3xCROPxCROP.
+/// Load and preprocess one image to 1x3xCROPxCROP (torchvision's ImageNet
+/// transform with this resize and crop).
 pub fn load(path: &std::path::Path, resize: u32, crop: u32) -> Result<Array4<f32>, String> {
+    let p = Preprocess {
+        resize: Resize::Shorter(resize),
+        crop,
+        ..Preprocess::default()
+    };
+    load_with(path, &p)
+}
+
+/// Load and preprocess one image as a spec's preprocess section says.
+pub fn load_with(path: &std::path::Path, pp: &Preprocess) -> Result<Array4<f32>, String> {
     let name = path.display();
+    let crop = pp.crop;
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read image `{name}`: {e}"))?;
     let img = decode(&bytes).map_err(|e| format!("cannot read image `{name}`: {e}"))?;
     let (w, h) = img.dimensions();
@@ -37,10 +48,18 @@ pub fn load(path: &std::path::Path, resize: u32, crop: u32) -> Result<Array4<f32
     }
     // torchvision's Resize(256): the shorter side becomes 256, the longer
     // keeps the aspect ratio (truncated), bilinear with antialiasing.
-    let (nw, nh) = if w <= h {
-        (resize, ((resize as u64 * h as u64) / w as u64) as u32)
-    } else {
-        (((resize as u64 * w as u64) / h as u64) as u32, resize)
+    let (nw, nh) = match pp.resize {
+        Resize::Exact(rw, rh) => (rw, rh),
+        Resize::Shorter(resize) => {
+            let long = |a: u32, b: u32| {
+                ((resize as u64 * a as u64) / b as u64).min(MAX_SIDE as u64) as u32
+            };
+            if w <= h {
+                (resize, long(h, w))
+            } else {
+                (long(w, h), resize)
+            }
+        }
     };
     let resized = image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle);
     if nw < crop || nh < crop {
@@ -53,8 +72,18 @@ pub fn load(path: &std::path::Path, resize: u32, crop: u32) -> Result<Array4<f32
     let top = ((nh - crop) as f64 / 2.0).round() as u32;
     let left = ((nw - crop) as f64 / 2.0).round() as u32;
     let c = crop as usize;
+    let bgr = pp.order == "bgr";
+    let (mean, std) = (&pp.mean, &pp.std);
+    if mean.len() < 3 || std.len() < 3 {
+        return Err(format!(
+            "image `{name}`: a 3-channel image needs 3 means and stds, the spec has {} and {}",
+            mean.len(),
+            std.len()
+        ));
+    }
     Ok(Array4::from_shape_fn((1, 3, c, c), |(_, ch, y, x)| {
         let p = resized.get_pixel(left + x as u32, top + y as u32);
-        (p[ch] as f32 / 255.0 - MEAN[ch]) / STD[ch]
+        let src = if bgr { 2 - ch } else { ch };
+        (p[src] as f32 / 255.0 * pp.scale - mean[ch]) / std[ch]
     }))
 }

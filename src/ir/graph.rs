@@ -42,6 +42,8 @@ pub struct Graph {
     pub input: NodeIndex,
     pub output: NodeIndex,
     pub stages: Vec<StageInfo>,
+    /// The spec's `input ... { }` section, if it has one.
+    pub preprocess: Option<super::preprocess::Preprocess>,
 }
 
 impl Graph {
@@ -55,6 +57,7 @@ impl Graph {
             input: idx,
             output: idx,
             stages: Vec::new(),
+            preprocess: None,
         }
     }
 

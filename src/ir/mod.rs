@@ -7,6 +7,7 @@ pub mod graph;
 pub mod liveness;
 pub mod op;
 pub mod plan;
+pub mod preprocess;
 pub mod shape;
 pub mod text;
 pub mod yaml;

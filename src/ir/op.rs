@@ -21,6 +21,9 @@ pub enum Op {
         stride: usize,
         padding: usize,
         groups: usize,
+        /// Spacing of the kernel's taps (1: a dense kernel).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        dilation: usize,
         bias: bool,
         #[serde(default, skip_serializing_if = "Residual::is_none")]
         residual: Residual,
@@ -42,11 +45,17 @@ pub enum Op {
         kernel: usize,
         stride: usize,
         padding: usize,
+        /// PyTorch's `ceil_mode`: round the output size up.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ceil: bool,
     },
     AvgPool {
         kernel: usize,
         stride: usize,
         padding: usize,
+        /// PyTorch's `ceil_mode`: round the output size up.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ceil: bool,
     },
     GlobalAvgPool,
     Add,
@@ -64,6 +73,14 @@ pub enum Op {
         bias: bool,
     },
     Softmax,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
 }
 
 /// How a fused conv reads its residual input (the second input).
@@ -157,13 +174,38 @@ impl ParamSpec {
     }
 }
 
-/// Output size of a sliding window, `None` when the window does not fit.
-pub fn window_out(size: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+/// Output size of a sliding window (`kernel` its extent, dilation
+/// included), `None` when the window does not fit. With `ceil`, PyTorch's
+/// `ceil_mode`: rounded up, but the last window must start inside the
+/// input or the left padding.
+pub fn window_out(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    ceil: bool,
+) -> Option<usize> {
     let padded = size.checked_add(padding.checked_mul(2)?)?;
     if padded < kernel || stride == 0 {
         return None;
     }
-    Some((padded - kernel) / stride + 1)
+    let span = padded - kernel;
+    let mut out = if ceil {
+        span.div_ceil(stride)
+    } else {
+        span / stride
+    } + 1;
+    if ceil && (out - 1) * stride >= size + padding {
+        out -= 1;
+    }
+    Some(out)
+}
+
+/// A kernel's extent with its dilation: `d * (k - 1) + 1`.
+pub fn extent(kernel: usize, dilation: usize) -> usize {
+    dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1)
 }
 
 impl Op {
@@ -225,10 +267,14 @@ impl Op {
                 stride,
                 padding,
                 groups,
+                dilation,
                 residual,
                 ..
             } => {
                 spatial("conv")?;
+                if dilation == 0 {
+                    return Err(ShapeError::new("a dilation of at least 1", "0"));
+                }
                 if x.channels() != in_channels {
                     return Err(ShapeError::new(
                         format!("{in_channels} input channels"),
@@ -242,7 +288,7 @@ impl Op {
                     )
                     .help("both the input and the output channels must be multiples of `groups`"));
                 }
-                let (h, w) = window(x, kernel, stride, padding, "conv")?;
+                let (h, w) = window(x, extent(kernel, dilation), stride, padding, false, "conv")?;
                 let out = Shape::nchw(x.batch(), out_channels, h, w);
                 if let Some(r) = inputs.get(1) {
                     let read = residual.read_shape(r);
@@ -301,11 +347,13 @@ impl Op {
                 kernel,
                 stride,
                 padding,
+                ceil,
             }
             | Op::AvgPool {
                 kernel,
                 stride,
                 padding,
+                ceil,
             } => {
                 spatial("pooling")?;
                 if padding * 2 > kernel {
@@ -314,7 +362,7 @@ impl Op {
                         format!("padding {padding}"),
                     ));
                 }
-                let (h, w) = window(x, kernel, stride, padding, "pooling")?;
+                let (h, w) = window(x, kernel, stride, padding, ceil, "pooling")?;
                 Shape::nchw(x.batch(), x.channels(), h, w)
             }
             Op::GlobalAvgPool => {
@@ -475,6 +523,7 @@ fn window(
     kernel: usize,
     stride: usize,
     padding: usize,
+    ceil: bool,
     what: &str,
 ) -> Result<(usize, usize), ShapeError> {
     if kernel == 0 || stride == 0 {
@@ -484,8 +533,8 @@ fn window(
         ));
     }
     match (
-        window_out(x.height(), kernel, stride, padding),
-        window_out(x.width(), kernel, stride, padding),
+        window_out(x.height(), kernel, stride, padding, ceil),
+        window_out(x.width(), kernel, stride, padding, ceil),
     ) {
         (Some(h), Some(w)) => Ok((h, w)),
         _ => Err(ShapeError::new(

@@ -19,12 +19,16 @@ pub fn attrs(op: &Op) -> String {
             stride,
             padding,
             groups,
+            dilation,
             bias,
             residual,
             relu,
             ..
         } => {
             let mut s = format!("out={out_channels} k={kernel} s={stride} p={padding}");
+            if dilation != 1 {
+                let _ = write!(s, " d={dilation}");
+            }
             if groups != 1 {
                 let _ = write!(s, " g={groups}");
             }
@@ -53,12 +57,17 @@ pub fn attrs(op: &Op) -> String {
             kernel,
             stride,
             padding,
+            ceil,
         }
         | Op::AvgPool {
             kernel,
             stride,
             padding,
-        } => format!("k={kernel} s={stride} p={padding}"),
+            ceil,
+        } => format!(
+            "k={kernel} s={stride} p={padding}{}",
+            if ceil { " ceil" } else { "" }
+        ),
         Op::ShortcutPad {
             stride,
             pad_before,

@@ -13,7 +13,10 @@ use crate::syntax::{Diagnostic, Diagnostics};
 pub const MAX_REPEAT: u64 = 10_000;
 
 /// The parameters of `add shortcut(...)`.
-pub const SHORTCUT_PARAMS: &[&str] = &["from", "project_from", "bn"];
+pub const SHORTCUT_PARAMS: &[&str] = &["from", "project_from", "bn", "bias"];
+
+/// The options of a projection shortcut (`shortcut B(...)`, `C(...)`).
+pub const PROJECTION_PARAMS: &[&str] = &["bias", "bn"];
 
 pub fn check(prog: &Program) -> Diagnostics {
     let mut c = Checker {
@@ -133,6 +136,14 @@ impl Checker<'_> {
                 Ok(slots) => {
                     for (p, slot) in params.iter().zip(&slots) {
                         match slot {
+                            Some(a) if *p == "dilation" && st.dilation.is_some() => self.diags.push(
+                                Diagnostic::at(
+                                    "dilation",
+                                    a.span,
+                                    "the stage's `dilation` sets this block's dilation",
+                                )
+                                .help("remove one of the two: the stage gives its first block the previous stage's dilation and the rest its own"),
+                            ),
                             Some(a) if *p == "stride" => self.diags.push(
                                 Diagnostic::at(
                                     "stride",
@@ -150,7 +161,7 @@ impl Checker<'_> {
                                     .params
                                     .iter()
                                     .any(|q| q.name.name == *p && q.default.is_some());
-                                if !has_default && *p != "stride" {
+                                if !has_default && *p != "stride" && *p != "dilation" {
                                     self.diags.push(
                                         Diagnostic::at(
                                             "arity",
@@ -180,6 +191,32 @@ impl Checker<'_> {
                     );
                 }
             }
+            if let Some(e) = &st.dilation {
+                self.expr(e, &HashSet::new());
+                if !params.contains(&"dilation") {
+                    self.diags.push(
+                        Diagnostic::at(
+                            "dilation",
+                            e.span,
+                            format!(
+                                "{what} has no `dilation` parameter, so the stage cannot dilate it"
+                            ),
+                        )
+                        .label(def.name.span, "defined here")
+                        .help("give the block a `dilation = 1` parameter and pass it to its 3x3 conv (`pad = dilation, dilation = dilation`)"),
+                    );
+                }
+                if st.stride.is_some() {
+                    self.diags.push(
+                        Diagnostic::at(
+                            "dilation",
+                            e.span,
+                            "a stage dilates instead of striding: it cannot do both",
+                        )
+                        .help("drop `stride`: torchvision's replace_stride_with_dilation turns the stride into dilation"),
+                    );
+                }
+            }
         }
         if let Some(head) = &n.head {
             self.stmts(&head.body, &mut scope);
@@ -187,10 +224,10 @@ impl Checker<'_> {
     }
 
     fn shortcut(&mut self, s: &ShortcutSpec) {
-        let params: &[&str] = if s.kind == ShortcutKind::A {
-            &["pad"]
-        } else {
-            &[]
+        let params: &[&str] = match s.kind {
+            ShortcutKind::A => &["pad"],
+            ShortcutKind::B | ShortcutKind::C => PROJECTION_PARAMS,
+            ShortcutKind::None => &[],
         };
         let what = match s.kind {
             ShortcutKind::A => "shortcut A",
@@ -232,7 +269,7 @@ impl Checker<'_> {
                         Ok(slots) => {
                             for (p, a) in SHORTCUT_PARAMS.iter().zip(slots) {
                                 let Some(a) = a else { continue };
-                                if *p == "bn" {
+                                if *p == "bn" || *p == "bias" {
                                     self.expr(&a.value, &scope.names);
                                 } else {
                                     self.tap(&a.value, scope);

@@ -55,6 +55,7 @@ const POOL: &[ParamSig] = &[
     p("k", Ty::Int, Default::Required),
     p("stride", Ty::Int, Default::Same("k")),
     p("pad", Ty::Int, Default::Int(0)),
+    p("ceil", Ty::Bool, Default::Bool(false)),
 ];
 
 pub static PRIMITIVES: &[OpSig] = &[
@@ -67,9 +68,10 @@ pub static PRIMITIVES: &[OpSig] = &[
             p("pad", Ty::Int, Default::Int(0)),
             p("groups", Ty::Int, Default::Int(1)),
             p("bias", Ty::Bool, Default::Bool(false)),
+            p("dilation", Ty::Int, Default::Int(1)),
         ],
         positional: 2,
-        doc: "2-d convolution, square kernel: conv(out, k, stride=1, pad=0, groups=1, bias=false)",
+        doc: "2-d convolution, square kernel: conv(out, k, stride=1, pad=0, groups=1, bias=false, dilation=1)",
     },
     OpSig {
         name: "bn",
@@ -87,13 +89,13 @@ pub static PRIMITIVES: &[OpSig] = &[
         name: "max_pool",
         params: POOL,
         positional: 1,
-        doc: "max pooling: max_pool(k, stride=k, pad=0)",
+        doc: "max pooling: max_pool(k, stride=k, pad=0, ceil=false); ceil rounds the output size up, as PyTorch's ceil_mode",
     },
     OpSig {
         name: "avg_pool",
         params: POOL,
         positional: 1,
-        doc: "average pooling: avg_pool(k, stride=k, pad=0)",
+        doc: "average pooling: avg_pool(k, stride=k, pad=0, ceil=false); ceil rounds the output size up, as PyTorch's ceil_mode",
     },
     OpSig {
         name: "global_avg_pool",

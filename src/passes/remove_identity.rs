@@ -20,11 +20,13 @@ fn is_identity(m: &Module, i: petgraph::stable_graph::NodeIndex) -> bool {
             kernel: 1,
             stride: 1,
             padding: 0,
+            ..
         }
         | Op::AvgPool {
             kernel: 1,
             stride: 1,
             padding: 0,
+            ..
         }
         | Op::ShortcutPad {
             stride: 1,

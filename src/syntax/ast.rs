@@ -133,6 +133,9 @@ pub struct Stage {
     pub repeat: u64,
     pub repeat_span: Span,
     pub stride: Option<Expr>,
+    /// `dilation D`: the stage's blocks dilate by D instead of striding
+    /// (torchvision's `replace_stride_with_dilation`).
+    pub dilation: Option<Expr>,
     pub shortcut: Option<ShortcutSpec>,
     pub span: Span,
 }
@@ -148,11 +151,21 @@ pub struct Network {
     pub name: Ident,
     /// Channels, height, width.
     pub input: Option<([u64; 3], Span)>,
+    /// `input 3x224x224 { resize = 256 ... }`: key, value, span.
+    pub preprocess: Vec<(Ident, PpValue, Span)>,
     pub shortcut: Option<ShortcutSpec>,
     pub stem: Option<Section>,
     pub stages: Vec<Stage>,
     pub head: Option<Section>,
     pub span: Span,
+}
+
+/// A preprocessing value: a number, a list of numbers or a string.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PpValue {
+    Number(f64),
+    List(Vec<f64>),
+    Str(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]

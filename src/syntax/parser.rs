@@ -66,6 +66,10 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::let_stmt | Rule::add_stmt | Rule::layer => "a statement",
         Rule::label => "a layer label",
         Rule::input_decl => "`input`",
+        Rule::preprocess => "a preprocess section `{ resize = 256 ... }`",
+        Rule::pp_item => "a preprocess setting such as `crop = 224`",
+        Rule::pp_list => "a list of numbers such as `[0.485, 0.456, 0.406]`",
+        Rule::number => "a number",
         Rule::shortcut_decl | Rule::stage_shortcut | Rule::kw_shortcut => "`shortcut`",
         Rule::shortcut | Rule::shortcut_kind => "a shortcut option (A, B, C or none)",
         Rule::stem | Rule::kw_stem => "`stem`",
@@ -73,6 +77,7 @@ fn describe(rule: &Rule) -> &'static str {
         Rule::stage | Rule::kw_stage => "`stage`",
         Rule::repeat => "a repeat count such as `x 3`",
         Rule::stage_stride | Rule::kw_stride => "`stride`",
+        Rule::stage_dilation | Rule::kw_dilation => "`dilation`",
         Rule::call => "an op or block call",
         Rule::call_args => "`(`",
         Rule::arg => "an argument",
@@ -343,6 +348,7 @@ impl Builder {
         let mut net = Network {
             name: self.missing(span),
             input: None,
+            preprocess: Vec::new(),
             shortcut: None,
             stem: None,
             stages: Vec::new(),
@@ -354,7 +360,11 @@ impl Builder {
             match q.as_rule() {
                 Rule::ident => net.name = self.ident(q),
                 Rule::input_decl => {
-                    let dims = q.into_inner().find(|d| d.as_rule() == Rule::dims);
+                    let parts: Vec<_> = q.into_inner().collect();
+                    if let Some(pp) = parts.iter().find(|d| d.as_rule() == Rule::preprocess) {
+                        net.preprocess = self.preprocess(pp.clone())?;
+                    }
+                    let dims = parts.into_iter().find(|d| d.as_rule() == Rule::dims);
                     if let Some(d) = dims {
                         let dspan = self.span(&d);
                         let mut v = [0u64; 3];
@@ -418,6 +428,38 @@ impl Builder {
         Ok(net)
     }
 
+    fn preprocess(&self, p: Pair<Rule>) -> R<Vec<(Ident, PpValue, Span)>> {
+        let mut items = Vec::new();
+        for item in p.into_inner().filter(|q| q.as_rule() == Rule::pp_item) {
+            let span = self.span(&item);
+            let mut key = self.missing(span);
+            let mut value = PpValue::List(Vec::new());
+            for q in item.into_inner() {
+                let qspan = self.span(&q);
+                let num = |t: &str| {
+                    t.parse::<f64>().map_err(|_| {
+                        Diagnostic::at("value", qspan, format!("`{t}` is not a number"))
+                    })
+                };
+                match q.as_rule() {
+                    Rule::ident => key = self.ident(q),
+                    Rule::number => value = PpValue::Number(num(q.as_str())?),
+                    Rule::pp_list => {
+                        let v: R<Vec<f64>> = q.into_inner().map(|n| num(n.as_str())).collect();
+                        value = PpValue::List(v?);
+                    }
+                    Rule::string => {
+                        let inner = q.into_inner().next().map_or("", |s| s.as_str());
+                        value = PpValue::Str(inner.to_string());
+                    }
+                    _ => {}
+                }
+            }
+            items.push((key, value, span));
+        }
+        Ok(items)
+    }
+
     fn shortcut(&self, p: Pair<Rule>) -> R<ShortcutSpec> {
         let span = self.span(&p);
         let mut kind = ShortcutKind::B;
@@ -445,6 +487,7 @@ impl Builder {
         let mut block = None;
         let mut repeat = (1, span);
         let mut stride = None;
+        let mut dilation = None;
         let mut shortcut = None;
         for q in p.into_inner() {
             let qspan = self.span(&q);
@@ -462,6 +505,11 @@ impl Builder {
                         stride = Some(self.expr(e)?);
                     }
                 }
+                Rule::stage_dilation => {
+                    if let Some(e) = q.into_inner().find(|e| e.as_rule() == Rule::expr) {
+                        dilation = Some(self.expr(e)?);
+                    }
+                }
                 Rule::stage_shortcut => {
                     if let Some(s) = q.into_inner().find(|s| s.as_rule() == Rule::shortcut) {
                         shortcut = Some(self.shortcut(s)?);
@@ -477,6 +525,7 @@ impl Builder {
             repeat: repeat.0,
             repeat_span: repeat.1,
             stride,
+            dilation,
             shortcut,
             span,
         })

@@ -11,6 +11,19 @@ use ndarray::ArrayD;
 
 use crate::ir::Graph;
 
+/// A weight file for graph `g`: `.safetensors` by state_dict key, or an
+/// ONNX model's initializers bound to `g` by structure.
+pub fn load_for(path: &std::path::Path, g: &Graph) -> Result<Weights, String> {
+    let is_onnx = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if !is_onnx {
+        return file::load(path).map_err(|e| e.to_string());
+    }
+    let bytes = std::fs::read(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    crate::onnx::import::weights_for(&bytes, &path.display().to_string(), g)
+}
+
 /// Tensors by state_dict key, as f32.
 #[derive(Clone, Debug, Default)]
 pub struct Weights {

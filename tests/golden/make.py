@@ -291,6 +291,11 @@ def randomize_bn_torch(model):
     return model
 
 
+# open_nsfw's PyTorch model lives with the count references.
+sys.path.insert(0, str(ROOT / "tests" / "reference"))
+from counts import OpenNsfw  # noqa: E402
+
+
 # --------------------------------------------------------------------------
 # Cases
 # --------------------------------------------------------------------------
@@ -322,7 +327,18 @@ CASES = [
      lambda: CifarResNet(3, pad="after"), [3, 32, 32], 2, 5,
      "init", "CIFAR ResNet-20 with option A padding all new channels after the old ones "
              "(shortcut A(pad = \"after\")) with resnetc's deterministic init."),
+    ("open_nsfw_64", "examples/open_nsfw.rn", lambda: OpenNsfw(), [3, 64, 64], 2, 6,
+     "init", "open_nsfw's layout (biased convs without BN, biased projections, a ceil-mode "
+             "max pool: 32 -> 16 where floor gives 15) with resnetc's deterministic init."),
+    ("resnet50_dilated_64", "examples/resnet50_dilated.rn",
+     lambda: tvm.resnet50(weights=None, replace_stride_with_dilation=[False, True, True]),
+     [3, 64, 64], 2, 7,
+     "init", "torchvision ResNet-50 with replace_stride_with_dilation=[False, True, True] "
+             "(dilation 2 and 4) at 64x64 with resnetc's deterministic init."),
 ]
+
+# `make.py NAME...` remakes only those cases (the others' files stay as they are).
+ONLY = set(sys.argv[1:])
 
 
 def input_for(seed, batch, chw):
@@ -372,14 +388,14 @@ def check_names_against_ir(spec, model, batch, chw):
     if exe is None:
         return "skipped (no target/*/resnetc)"
     ir = subprocess.run(
-        [str(exe), "compile", spec, "-o", "-", "--batch", str(batch),
+        [str(exe), "compile", spec, "-o", "-", "-O", "0", "--batch", str(batch),
          "--input", "x".join(map(str, chw))],
         cwd=ROOT, capture_output=True, text=True, check=True).stdout
     ir_names = set()
     for line in ir.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[1] == "=" and parts[2].split("(")[0] in (
-                "conv2d", "batch_norm", "linear"):
+                "conv2d", "batch_norm", "scale_shift", "linear"):
             ir_names.add(parts[0])
     mod_names = {n for n, m in model.named_modules()
                  if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear))}
@@ -390,6 +406,8 @@ def check_names_against_ir(spec, model, batch, chw):
 def make_cases():
     write_pad_after_spec()
     for name, spec, builder, chw, batch, seed, kind, about in CASES:
+        if ONLY and name not in ONLY:
+            continue
         d = GOLDEN / name
         if d.exists():
             shutil.rmtree(d)
@@ -418,6 +436,8 @@ def verify_cases():
     """Reload every case from disk and recompute its logits."""
     print("\nverification (reload weights / regenerate init, recompute):")
     for name, spec, builder, chw, batch, seed, kind, about in CASES:
+        if ONLY and name not in ONLY:
+            continue
         d = GOLDEN / name
         case = json.loads((d / "case.json").read_text())
         assert (ROOT / case["spec"]).exists(), case["spec"]
@@ -550,7 +570,8 @@ def main():
     print()
     make_cases()
     print()
-    make_image()
+    if not ONLY:
+        make_image()
     verify_cases()
 
 

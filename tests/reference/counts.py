@@ -282,6 +282,49 @@ class PreActResNet164(nn.Module):
 # Build everything
 # --------------------------------------------------------------------------
 
+class NsfwBottleneck(nn.Module):
+    """open_nsfw's block: BN folded into biased convs, stride on the 1x1."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, stride, bias=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=True)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=True)
+        self.downsample = None
+        if stride != 1 or cin != planes * 4:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, stride, bias=True))
+
+    def forward(self, x):
+        y = F.relu(self.conv1(x))
+        y = F.relu(self.conv2(y))
+        y = self.conv3(y)
+        s = x if self.downsample is None else self.downsample(x)
+        return F.relu(y + s)
+
+
+class OpenNsfw(nn.Module):
+    """Yahoo's open_nsfw (ResNet-50-1by2), as shipped folded in ONNX."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=True)
+        self.maxpool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        cin, layers = 64, []
+        for planes, n, stride in [(32, 3, 1), (64, 4, 2), (128, 6, 2), (256, 3, 2)]:
+            blocks = []
+            for i in range(n):
+                blocks.append(NsfwBottleneck(cin, planes, stride if i == 0 else 1))
+                cin = planes * 4
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(1024, 2)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def main():
     results = {}
 
@@ -354,6 +397,13 @@ def main():
 
     # (g) pre-activation ResNet-164 for CIFAR-10
     add("preact_resnet164", PreActResNet164(), CIFAR, CIFAR_STAGES)
+
+    # (h) constructs of released nets: dilation, ceil-mode pooling, biased
+    # projections without BN
+    add("resnet50_dilated",
+        tvm.resnet50(weights=None, replace_stride_with_dilation=[False, True, True]),
+        IMAGENET, TV_STAGES)
+    add("open_nsfw", OpenNsfw(), IMAGENET, TV_STAGES)
 
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -312,8 +312,8 @@ impl Builder<'_> {
             ),
         };
         let geom = format!(
-            "N = {}, C = {}, H = {}, W = {}, O = {}, KH = {}, KW = {}, S = {}, P = {}, OH = {}, OW = {}, GROUPS = {}, BIAS = {}, RELU = {}, RES = {res}, RC = {rc}, RH = {rh}, RW = {rw}, RS = {rs}, RB = {rb}",
-            g.n, g.c, g.h, g.w, g.o, g.kernel, g.kernel, g.stride, g.pad, g.oh, g.ow, g.groups,
+            "N = {}, C = {}, H = {}, W = {}, O = {}, KH = {}, KW = {}, S = {}, P = {}, D = {}, OH = {}, OW = {}, GROUPS = {}, BIAS = {}, RELU = {}, RES = {res}, RC = {rc}, RH = {rh}, RW = {rw}, RS = {rs}, RB = {rb}",
+            g.n, g.c, g.h, g.w, g.o, g.kernel, g.kernel, g.stride, g.pad, g.dilation, g.oh, g.ow, g.groups,
             u8::from(epilogue.bias.is_some()),
             u8::from(epilogue.relu),
         );
@@ -335,11 +335,16 @@ impl Builder<'_> {
             ),
         };
         let about = format!(
-            "conv {}x{} /{} pad {}, {} -> {} channels{}, {} -> {}{}{}{} ({})",
+            "conv {}x{} /{} pad {}{}, {} -> {} channels{}, {} -> {}{}{}{} ({})",
             g.kernel,
             g.kernel,
             g.stride,
             g.pad,
+            if g.dilation > 1 {
+                format!(" dilation {}", g.dilation)
+            } else {
+                String::new()
+            },
             g.c,
             g.o,
             if g.groups > 1 {

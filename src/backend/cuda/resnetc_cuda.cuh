@@ -212,7 +212,8 @@ __device__ __forceinline__ void conv_simt(const char* w, char* arena, const Off&
             if (m < M && k < K) {
                 int c = k % CG, q = k / CG, kh = q / G::KW, kw = q % G::KW;
                 int n = m / (G::OH * G::OW), p = m % (G::OH * G::OW);
-                int ih = (p / G::OW) * G::S - G::P + kh, iw = (p % G::OW) * G::S - G::P + kw;
+                int ih = (p / G::OW) * G::S - G::P + kh * G::D;
+                int iw = (p % G::OW) * G::S - G::P + kw * G::D;
                 if (ih >= 0 && ih < G::H && iw >= 0 && iw < G::W)
                     a = act<T>::load(x + (((i64)n * G::H + ih) * G::W + iw) * G::C + c);
             }
@@ -292,7 +293,7 @@ __device__ __forceinline__ void conv_tc(const char* w, char* arena, const Off& o
         int c = k % G::C, q = k / G::C, kh = q / G::KW, kw = q % G::KW;
         RC_PRAGMA_UNROLL
         for (int i = 0; i < 2; i++) {
-            int ih = ay[i] + kh, iw = ax[i] + kw;
+            int ih = ay[i] + kh * G::D, iw = ax[i] + kw * G::D;
             bool ok = am[i] && k < K && ih >= 0 && ih < G::H && iw >= 0 && iw < G::W;
             const T* src = ok ? x + (((i64)an[i] * G::H + ih) * G::W + iw) * G::C + c : x;
             cp_async16(&As[stage][arow[i] * ROWB + col * 16], src, ok);
@@ -383,6 +384,8 @@ __device__ __forceinline__ void to_output(char* arena, float* y, const Off& o) {
 }
 
 // Max (-inf padding, NaN kept) or average (zero padding counted) pooling.
+// A window that ceil mode runs past the padding averages over its taps
+// inside the padded map, as PyTorch's does.
 template <class T, bool MAX, int N, int C, int H, int W, int KS, int S, int P, int OH, int OW>
 __device__ __forceinline__ void pool(char* arena, const Off& o) {
     i64 i = global_index();
@@ -403,7 +406,10 @@ __device__ __forceinline__ void pool(char* arena, const Off& o) {
             acc = MAX ? max_nan(acc, v) : acc + v;
         }
     }
-    act<T>::store(at<T>(arena, o.out) + i, MAX ? acc : acc / (float)(KS * KS));
+    int y0 = oy * S - P, x0 = ox * S - P;
+    int ry = (y0 + KS < H + P ? y0 + KS : H + P) - y0;
+    int rx = (x0 + KS < W + P ? x0 + KS : W + P) - x0;
+    act<T>::store(at<T>(arena, o.out) + i, MAX ? acc : acc / (float)(ry * rx));
 }
 
 template <class T, int N, int C, int HW>

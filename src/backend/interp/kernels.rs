@@ -4,35 +4,44 @@
 
 use ndarray::{s, Array2, Array4, ArrayView1, ArrayView2, ArrayView4, Axis};
 
+/// Where a conv's taps fall: stride, padding, dilation, and the output size
+/// (the IR's rule, given rather than recomputed).
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub stride: usize,
+    pub pad: usize,
+    pub dilation: usize,
+    pub out: (usize, usize),
+}
+
 /// 2-d convolution, NCHW input, OIHW weight (I = input channels / groups).
 pub fn conv2d(
     x: ArrayView4<f32>,
     w: ArrayView4<f32>,
     bias: Option<ArrayView1<f32>>,
-    stride: usize,
-    pad: usize,
+    win: Window,
     groups: usize,
 ) -> Array4<f32> {
     let (n, _, h, wd) = x.dim();
     let (o, cg, k, _) = w.dim();
-    let oh = (h + 2 * pad - k) / stride + 1;
-    let ow = (wd + 2 * pad - k) / stride + 1;
+    let (stride, pad, dil) = (win.stride, win.pad, win.dilation);
+    let (oh, ow) = win.out;
     let og = o / groups;
     let mut out = Array4::<f32>::zeros((n, o, oh, ow));
     let mut cols = Array2::<f32>::zeros((cg * k * k, oh * ow));
     for b in 0..n {
         for g in 0..groups {
             let xg = x.slice(s![b, g * cg..(g + 1) * cg, .., ..]);
-            // cols[(ci, ki, kj), (oy, ox)] = x[ci, oy*s + ki - p, ox*s + kj - p], 0 outside.
+            // cols[(ci, ki, kj), (oy, ox)] = x[ci, oy*s + ki*d - p, ox*s + kj*d - p], 0 outside.
             for ci in 0..cg {
                 for ki in 0..k {
                     for kj in 0..k {
                         let row = (ci * k + ki) * k + kj;
                         let mut r = cols.row_mut(row);
                         for oy in 0..oh {
-                            let iy = (oy * stride + ki) as isize - pad as isize;
+                            let iy = (oy * stride + ki * dil) as isize - pad as isize;
                             for ox in 0..ow {
-                                let ix = (ox * stride + kj) as isize - pad as isize;
+                                let ix = (ox * stride + kj * dil) as isize - pad as isize;
                                 r[oy * ow + ox] = if iy >= 0
                                     && ix >= 0
                                     && (iy as usize) < h
@@ -99,9 +108,15 @@ pub fn scale_shift(
 
 /// Max pooling with implicit -inf padding, floor rounding. A NaN in a
 /// window is the window's maximum, as in PyTorch (`f32::max` would drop it).
-pub fn max_pool(x: ArrayView4<f32>, k: usize, stride: usize, pad: usize) -> Array4<f32> {
+pub fn max_pool(
+    x: ArrayView4<f32>,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    out: (usize, usize),
+) -> Array4<f32> {
     let max = |a: f32, b: f32| if b > a || b.is_nan() { b } else { a };
-    pool(x, k, stride, pad, f32::NEG_INFINITY, max, |m, _| m)
+    pool(x, (k, stride, pad), out, f32::NEG_INFINITY, max, |m, _| m)
 }
 
 /// ReLU as PyTorch computes it: NaN stays NaN (`f32::max(NaN, 0)` is 0).
@@ -114,23 +129,42 @@ pub fn relu(v: f32) -> f32 {
 }
 
 /// Average pooling; padding counts as zeros in the average (PyTorch's
-/// default `count_include_pad=True`).
-pub fn avg_pool(x: ArrayView4<f32>, k: usize, stride: usize, pad: usize) -> Array4<f32> {
-    pool(x, k, stride, pad, 0.0, |a, b| a + b, |s, n| s / n as f32)
-}
-
-fn pool(
+/// default `count_include_pad=True`). A window that ceil mode lets run
+/// past the padding divides by its part inside the padded map, as PyTorch's
+/// does.
+pub fn avg_pool(
     x: ArrayView4<f32>,
     k: usize,
     stride: usize,
     pad: usize,
+    out: (usize, usize),
+) -> Array4<f32> {
+    pool(
+        x,
+        (k, stride, pad),
+        out,
+        0.0,
+        |a, b| a + b,
+        |s, n| s / n as f32,
+    )
+}
+
+/// The taps of window `o` along a side of `size` that lie inside the padded
+/// map (PyTorch's average divisor).
+pub fn padded_taps(o: usize, size: usize, (k, stride, pad): (usize, usize, usize)) -> usize {
+    let start = o * stride;
+    (start + k).min(size + 2 * pad) - start.min(size + 2 * pad)
+}
+
+fn pool(
+    x: ArrayView4<f32>,
+    (k, stride, pad): (usize, usize, usize),
+    (oh, ow): (usize, usize),
     init: f32,
     fold: impl Fn(f32, f32) -> f32,
     finish: impl Fn(f32, usize) -> f32,
 ) -> Array4<f32> {
     let (n, c, h, w) = x.dim();
-    let oh = (h + 2 * pad - k) / stride + 1;
-    let ow = (w + 2 * pad - k) / stride + 1;
     Array4::from_shape_fn((n, c, oh, ow), |(b, ch, oy, ox)| {
         let mut acc = init;
         for ki in 0..k {
@@ -142,7 +176,8 @@ fn pool(
                 }
             }
         }
-        finish(acc, k * k)
+        let win = (k, stride, pad);
+        finish(acc, padded_taps(oy, h, win) * padded_taps(ox, w, win))
     })
 }
 
@@ -198,14 +233,14 @@ mod tests {
         x: &Array4<f32>,
         w: &Array4<f32>,
         b: Option<&ndarray::Array1<f32>>,
-        s: usize,
-        p: usize,
+        (s, p, d): (usize, usize, usize),
         groups: usize,
     ) -> Array4<f32> {
         let (n, _, h, wd) = x.dim();
         let (o, cg, k, _) = w.dim();
-        let oh = (h + 2 * p - k) / s + 1;
-        let ow = (wd + 2 * p - k) / s + 1;
+        let e = d * (k - 1) + 1;
+        let oh = (h + 2 * p - e) / s + 1;
+        let ow = (wd + 2 * p - e) / s + 1;
         let og = o / groups;
         Array4::from_shape_fn((n, o, oh, ow), |(bi, oc, oy, ox)| {
             let g = oc / og;
@@ -213,8 +248,8 @@ mod tests {
             for ci in 0..cg {
                 for ki in 0..k {
                     for kj in 0..k {
-                        let iy = (oy * s + ki) as isize - p as isize;
-                        let ix = (ox * s + kj) as isize - p as isize;
+                        let iy = (oy * s + ki * d) as isize - p as isize;
+                        let ix = (ox * s + kj * d) as isize - p as isize;
                         if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
                             acc += w[[oc, ci, ki, kj]]
                                 * x[[bi, g * cg + ci, iy as usize, ix as usize]];
@@ -240,14 +275,17 @@ mod tests {
         fn im2col_conv_equals_the_definition(
             n in 1usize..3, groups in 1usize..4, cg in 1usize..4, og in 1usize..4,
             k in 1usize..4, stride in 1usize..3, pad in 0usize..3, h in 1usize..9, w in 1usize..9,
-            bias in any::<bool>(), seed in any::<u32>(),
+            dil in 1usize..3, bias in any::<bool>(), seed in any::<u32>(),
         ) {
-            prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+            let e = dil * (k - 1) + 1;
+            prop_assume!(h + 2 * pad >= e && w + 2 * pad >= e);
+            let out = ((h + 2 * pad - e) / stride + 1, (w + 2 * pad - e) / stride + 1);
             let x = filled((n, groups * cg, h, w), seed);
             let wt = filled((groups * og, cg, k, k), seed ^ 1);
             let b = ndarray::Array1::from_shape_fn(groups * og, |i| i as f32 * 0.1 - 0.3);
-            let got = conv2d(x.view(), wt.view(), bias.then(|| b.view()), stride, pad, groups);
-            let want = naive_conv(&x, &wt, bias.then_some(&b), stride, pad, groups);
+            let win = Window { stride, pad, dilation: dil, out };
+            let got = conv2d(x.view(), wt.view(), bias.then(|| b.view()), win, groups);
+            let want = naive_conv(&x, &wt, bias.then_some(&b), (stride, pad, dil), groups);
             prop_assert_eq!(got.dim(), want.dim());
             for (a, e) in got.iter().zip(want.iter()) {
                 prop_assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{} vs {}", a, e);
@@ -260,17 +298,35 @@ mod tests {
         // 1x1x3x3 ramp; PyTorch: max_pool2d(k=3, s=2, p=1) -> [[4, 5], [7, 8]];
         // avg_pool2d(k=3, s=2, p=1) counts the zero padding: [[8/9, 12/9], [20/9, 24/9]].
         let x = Array4::from_shape_fn((1, 1, 3, 3), |(_, _, y, x)| (y * 3 + x) as f32);
-        let m = max_pool(x.view(), 3, 2, 1);
+        let m = max_pool(x.view(), 3, 2, 1, (2, 2));
         assert_eq!(
             m.iter().copied().collect::<Vec<_>>(),
             vec![4.0, 5.0, 7.0, 8.0]
         );
-        let a = avg_pool(x.view(), 3, 2, 1);
+        let a = avg_pool(x.view(), 3, 2, 1, (2, 2));
         let want = [8.0 / 9.0, 12.0 / 9.0, 20.0 / 9.0, 24.0 / 9.0];
         for (g, w) in a.iter().zip(want) {
             assert!((g - w).abs() < 1e-6);
         }
         assert_eq!(global_avg_pool(x.view())[[0, 0, 0, 0]], 4.0);
+    }
+
+    #[test]
+    fn ceil_mode_windows_run_past_the_edge_as_pytorchs_do() {
+        // 1x1x4x4 ramp, k=3 s=2 p=0 ceil_mode=True: a 2x2 output whose last
+        // windows hold 2 rows or columns. PyTorch: max [[10, 11], [14, 15]],
+        // avg [[5, 6.5], [11, 12.5]] (divided by the taps inside the map).
+        let x = Array4::from_shape_fn((1, 1, 4, 4), |(_, _, y, x)| (y * 4 + x) as f32);
+        let m = max_pool(x.view(), 3, 2, 0, (2, 2));
+        assert_eq!(
+            m.iter().copied().collect::<Vec<_>>(),
+            [10.0, 11.0, 14.0, 15.0]
+        );
+        let a = avg_pool(x.view(), 3, 2, 0, (2, 2));
+        assert_eq!(
+            a.iter().copied().collect::<Vec<_>>(),
+            [5.0, 6.5, 11.0, 12.5]
+        );
     }
 
     #[test]

@@ -243,6 +243,13 @@ fn eval(
     w: &BoundWeights,
 ) -> Result<ArrayD<f32>, GraphError> {
     let name = &g.node(i).name;
+    let out = &g.node(i).shape;
+    // The output size is the graph's: its rule (ceil mode, dilation) lives in the IR.
+    let out_hw = if out.rank() == 4 {
+        (out.height(), out.width())
+    } else {
+        (0, 0)
+    };
     let x4 = || {
         args[0]
             .view()
@@ -272,6 +279,7 @@ fn eval(
             stride,
             padding,
             groups,
+            dilation,
             bias,
             residual,
             relu,
@@ -282,7 +290,18 @@ fn eval(
                 .into_dimensionality::<Ix4>()
                 .map_err(|_| internal(g, i, "a 4-d weight"))?;
             let b = if bias { Some(p1("bias")?) } else { None };
-            let mut y = kernels::conv2d(x4()?, wt, b, stride, padding, groups);
+            let mut y = kernels::conv2d(
+                x4()?,
+                wt,
+                b,
+                kernels::Window {
+                    stride,
+                    pad: padding,
+                    dilation,
+                    out: out_hw,
+                },
+                groups,
+            );
             // The epilogue, as separate steps: the reference stays obvious.
             match residual {
                 Residual::None => {}
@@ -337,12 +356,14 @@ fn eval(
             kernel,
             stride,
             padding,
-        } => kernels::max_pool(x4()?, kernel, stride, padding).into_dyn(),
+            ..
+        } => kernels::max_pool(x4()?, kernel, stride, padding, out_hw).into_dyn(),
         Op::AvgPool {
             kernel,
             stride,
             padding,
-        } => kernels::avg_pool(x4()?, kernel, stride, padding).into_dyn(),
+            ..
+        } => kernels::avg_pool(x4()?, kernel, stride, padding, out_hw).into_dyn(),
         Op::GlobalAvgPool => kernels::global_avg_pool(x4()?).into_dyn(),
         Op::Add => args[0] + args[1],
         Op::ShortcutPad {

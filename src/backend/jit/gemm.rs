@@ -144,6 +144,8 @@ pub struct ConvGeom {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Spacing of the taps (1: dense).
+    pub dilation: usize,
     pub ow: usize,
     /// Elements from one image's map to the next (a batch along N).
     pub image_stride: usize,
@@ -152,7 +154,8 @@ pub struct ConvGeom {
 impl ConvGeom {
     /// Output positions (GEMM columns) per image.
     pub fn cols_per_image(&self) -> usize {
-        let oh = (self.h + 2 * self.pad - self.kernel) / self.stride + 1;
+        let extent = self.dilation * (self.kernel - 1) + 1;
+        let oh = (self.h + 2 * self.pad - extent) / self.stride + 1;
         oh * self.ow
     }
 }
@@ -257,6 +260,7 @@ unsafe fn im2col_panel(
     panel: &mut [f32],
 ) {
     let (h, w, kernel, stride, pad, ow) = (g.h, g.w, g.kernel, g.stride, g.pad, g.ow);
+    let dil = g.dilation;
     let per_image = g.cols_per_image();
     // The panel's columns as runs inside one output row:
     // (first column, image, oy, first ox, length).
@@ -277,13 +281,13 @@ unsafe fn im2col_panel(
         dst[cols..].fill(0.0);
         for &(col, b, oy, ox0, len) in &runs[..nruns] {
             let out = &mut dst[col..col + len];
-            let iy = (oy * stride + ki) as isize - pad as isize;
+            let iy = (oy * stride + ki * dil) as isize - pad as isize;
             if iy < 0 || iy as usize >= h {
                 out.fill(0.0);
                 continue;
             }
-            // ix(t) = (ox0 + t) * stride + kj - pad: the t whose ix is inside [0, w).
-            let first = (ox0 * stride + kj) as isize - pad as isize;
+            // ix(t) = (ox0 + t) * stride + kj*d - pad: the t whose ix is inside [0, w).
+            let first = (ox0 * stride + kj * dil) as isize - pad as isize;
             let lo = if first >= 0 {
                 0
             } else {
@@ -366,7 +370,8 @@ impl Taps {
         }
         let (h, w) = (h as i32, w as i32);
         for t in 0..kernel * kernel {
-            let (ki, kj) = ((t / kernel) as i32, (t % kernel) as i32);
+            let dil = g.dilation as i32;
+            let (ki, kj) = ((t / kernel) as i32 * dil, (t % kernel) as i32 * dil);
             // Branch-free over the lanes, so it vectorizes: taps x lanes per
             // panel is most of the packing work when channels are few (the stem).
             let mut lanes = [-1i32; NR];
@@ -859,16 +864,22 @@ mod tests {
         let mut v = Vec::new();
         // 40 channels of 3x3: K spans two KC slices.
         for (c, h, w) in [(3, 9, 7), (2, 5, 40), (4, 14, 14), (40, 6, 5)] {
-            for (kernel, stride, pad) in [
-                (1, 1, 0),
-                (1, 2, 0),
-                (3, 1, 1),
-                (3, 2, 1),
-                (7, 2, 3),
-                (3, 1, 0),
-                (3, 3, 1),
+            for (kernel, stride, pad, dilation) in [
+                (1, 1, 0, 1),
+                (1, 2, 0, 1),
+                (3, 1, 1, 1),
+                (3, 2, 1, 1),
+                (7, 2, 3, 1),
+                (3, 1, 0, 1),
+                (3, 3, 1, 1),
+                (3, 1, 2, 2),
+                (3, 2, 2, 2),
             ] {
-                let ow = (w + 2 * pad - kernel) / stride + 1;
+                let extent = dilation * (kernel - 1) + 1;
+                if w + 2 * pad < extent || h + 2 * pad < extent {
+                    continue;
+                }
+                let ow = (w + 2 * pad - extent) / stride + 1;
                 v.push(ConvGeom {
                     c,
                     h,
@@ -876,6 +887,7 @@ mod tests {
                     kernel,
                     stride,
                     pad,
+                    dilation,
                     ow,
                     image_stride: 0,
                 });
@@ -898,8 +910,7 @@ mod tests {
             .flat_map(|f| geoms().into_iter().map(move |g| (g, f)))
         {
             let x = input(&g);
-            let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
-            let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
+            let (k, n) = (g.c * g.kernel * g.kernel, g.cols_per_image());
             // Whole K, then two slices (the second reuses the first's plans).
             for (p0, kc) in [(0, k), (0, k / 2), (k / 2, k - k / 2)] {
                 let panels = n.div_ceil(NR);
@@ -1075,8 +1086,7 @@ mod tests {
             .flat_map(|k| geoms().into_iter().map(move |g| (k, g)))
         {
             let x = input(&g);
-            let oh = (g.h + 2 * g.pad - g.kernel) / g.stride + 1;
-            let (k, n) = (g.c * g.kernel * g.kernel, oh * g.ow);
+            let (k, n) = (g.c * g.kernel * g.kernel, g.cols_per_image());
             // Six row panels, the last partial: Rows cuts make two tasks.
             let m = 61;
             let wt: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
@@ -1092,8 +1102,8 @@ mod tests {
                             kk / g.kernel % g.kernel,
                             kk % g.kernel,
                         );
-                        let iy = (oy * g.stride + ki) as isize - g.pad as isize;
-                        let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                        let iy = (oy * g.stride + ki * g.dilation) as isize - g.pad as isize;
+                        let ix = (ox * g.stride + kj * g.dilation) as isize - g.pad as isize;
                         if (0..g.h as isize).contains(&iy) && (0..g.w as isize).contains(&ix) {
                             acc += wt[i * k + kk] * x[(ci * g.h + iy as usize) * g.w + ix as usize];
                         }

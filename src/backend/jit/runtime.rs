@@ -223,6 +223,7 @@ fn geom(d: &ConvDesc, c: usize, image_stride: usize) -> gemm::ConvGeom {
         kernel: d.g.kernel,
         stride: d.g.stride,
         pad: d.g.pad,
+        dilation: d.g.dilation,
         ow: d.g.ow,
         image_stride,
     }
@@ -471,6 +472,9 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
             y0.max(0) as usize,
             ((y0 + kernel as isize).min(h as isize)).max(0) as usize,
         );
+        // The average's divisor: the window's taps inside the padded map
+        // (k x k but where ceil mode runs a window past the padding).
+        let rows_in = (y0 + kernel as isize).min((h + pad) as isize) - y0;
         rows.fill(init);
         for iy in ya..yb {
             let src = &xp[iy * w..(iy + 1) * w];
@@ -482,11 +486,11 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
                 rows.iter_mut().zip(src).for_each(|(r, &v)| *r += v);
             }
         }
-        let reduce = |win: &[f32]| {
+        let reduce = |win: &[f32], cols_in: isize| {
             if max {
                 win.iter().fold(init, |a, &v| max_nan(a, v))
             } else {
-                win.iter().sum::<f32>() / (kernel * kernel) as f32
+                win.iter().sum::<f32>() / (rows_in * cols_in) as f32
             }
         };
         let orow = &mut o[oy * ow..(oy + 1) * ow];
@@ -504,7 +508,7 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
                 }
             } else {
                 for (v, win) in orow[lo..hi].iter_mut().zip(windows) {
-                    *v = reduce(win);
+                    *v = reduce(win, kernel as isize);
                 }
             }
         }
@@ -514,7 +518,8 @@ fn pool_plane(d: &PoolDesc, xp: &[f32], o: &mut [f32], rows: &mut [f32]) {
                 x0.max(0) as usize,
                 ((x0 + kernel as isize).min(w as isize)).max(0) as usize,
             );
-            orow[ox] = reduce(&rows[xa..xb.max(xa)]);
+            let cols_in = (x0 + kernel as isize).min((w + pad) as isize) - x0;
+            orow[ox] = reduce(&rows[xa..xb.max(xa)], cols_in);
         }
     }
 }
@@ -710,45 +715,21 @@ pub unsafe extern "C" fn rt_fault(shared: *const Shared, step: usize) {
 mod tests {
     use super::*;
 
-    /// Pooling by its definition: each window's max (NaN kept) or mean
-    /// over k * k (padding counted).
-    fn naive(x: &ndarray::Array4<f32>, k: usize, s: usize, p: usize, max: bool) -> Vec<f32> {
-        let (_, _, h, w) = x.dim();
-        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
-        let mut out = Vec::new();
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let (iy, ix) = (
-                            (oy * s + ky) as isize - p as isize,
-                            (ox * s + kx) as isize - p as isize,
-                        );
-                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                            let v = x[[0, 0, iy as usize, ix as usize]];
-                            acc = if max { max_nan(acc, v) } else { acc + v };
-                        }
-                    }
-                }
-                out.push(if max { acc } else { acc / (k * k) as f32 });
-            }
-        }
-        out
-    }
-
     /// Every pooling shape the fast paths special-case, against the interpreter.
     #[test]
     fn pool_plane_equals_the_interpreter() {
         for (h, w) in [(7, 7), (8, 5), (112, 112)] {
-            for (kernel, stride, pad) in [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 1, 1), (5, 3, 2)] {
+            let windows = [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 1, 1), (5, 3, 2)];
+            for ((kernel, stride, pad), ceil) in
+                windows.into_iter().flat_map(|k| [(k, false), (k, true)])
+            {
                 let x = ndarray::Array4::from_shape_fn((1, 1, h, w), |(_, _, y, x)| {
                     ((y * 31 + x * 17) % 23) as f32 - 11.0
                 });
-                let (oh, ow) = (
-                    (h + 2 * pad - kernel) / stride + 1,
-                    (w + 2 * pad - kernel) / stride + 1,
-                );
+                let out = |size| crate::ir::op::window_out(size, kernel, stride, pad, ceil);
+                let (Some(oh), Some(ow)) = (out(h), out(w)) else {
+                    continue;
+                };
                 for max in [true, false] {
                     let d = PoolDesc {
                         shared: std::ptr::null(),
@@ -767,8 +748,18 @@ mod tests {
                     let mut got = vec![f32::NAN; oh * ow];
                     let mut rows = vec![0.0; w];
                     pool_plane(&d, x.as_slice().unwrap(), &mut got, &mut rows);
-                    let want = naive(&x, kernel, stride, pad, max);
-                    assert_eq!(got, want, "{h}x{w} k{kernel} s{stride} p{pad} max {max}");
+                    use crate::backend::interp::kernels;
+                    let pool = if max {
+                        kernels::max_pool
+                    } else {
+                        kernels::avg_pool
+                    };
+                    let want = pool(x.view(), kernel, stride, pad, (oh, ow));
+                    assert_eq!(
+                        got,
+                        want.as_slice().unwrap(),
+                        "{h}x{w} k{kernel} s{stride} p{pad} ceil {ceil} max {max}"
+                    );
                 }
             }
         }

@@ -94,6 +94,9 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
                 if geom.groups != 1 || matches!(epilogue.residual, Some(Residual::PadAdd { .. })) {
                     return why("grouped, or an option A residual");
                 }
+                if geom.dilation != 1 && geom.kernel > 1 {
+                    return why("dilated, which the direct kernel has no variant for");
+                }
                 if !blocked_geom(p, s).is_some_and(|g| blocked::eligible(&g)) {
                     return why("a stride the direct kernel has no variant for");
                 }
@@ -175,6 +178,7 @@ mod tests {
             stride,
             pad,
             groups: 1,
+            dilation: 1,
             oh: 8,
             ow: 8,
         }
