@@ -488,3 +488,35 @@ fn non_finite_logits_are_warned_of_and_traced_to_their_value() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `resnetc compile ... -o - | head -1`: the reader leaves early; resnetc
+/// ends quietly with 0, not with a panic and 101.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resnetc"))
+        // 500 KB of IR and YAML: far past what a pipe buffers.
+        .args([
+            "compile",
+            "specs/cifar/resnet1202.rn",
+            "-o",
+            "-",
+            "--emit",
+            "ir,yaml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("network resnet1202"), "{first}");
+    // The pipe's read end is dropped here.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

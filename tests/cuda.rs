@@ -493,6 +493,9 @@ fn emulated_networks_agree_with_the_interpreter() {
         ("specs/resnet50.rn", 64, 1),
         ("specs/resnet50_v1_5.rn", 64, 1),
         ("examples/preact_resnet164.rn", 32, 1),
+        // Ceil-mode max pool and biased projections; dilated 3x3 convs.
+        ("examples/open_nsfw.rn", 64, 1),
+        ("examples/resnet50_dilated.rn", 32, 1),
     ];
     let jobs: Vec<_> = cases
         .iter()

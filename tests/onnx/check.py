@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def specs():
     for d in ("specs", "specs/cifar", "examples"):
         yield from sorted((ROOT / d).glob("*.rn"))
+    # Ceil-mode pools (average too), dilation, a biased projection, option A.
+    yield ROOT / "tests/onnx/constructs.rn"
 
 
 def sh(*args):
@@ -71,7 +73,7 @@ def main():
                 if err > TOL:
                     sys.exit(f"{rel}: onnxruntime and resnetc differ by {err:.2e}")
             n += 1
-    print(f"{n} specs and examples agree with onnxruntime {ort.__version__} "
+    print(f"{n} specs, examples and test nets: all specs and examples agree with onnxruntime {ort.__version__} "
           f"(worst {worst:.2e}); onnx {onnx.__version__} checker passes on all")
 
 
