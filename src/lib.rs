@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod eval;
 pub mod io;
 pub mod ir;
 pub mod lower;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod compile;
+mod eval;
 mod export;
 mod finite;
 mod init;
@@ -230,6 +231,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Compile to native code and time it: latency, images/s, GFLOP/s.
     Bench(bench::BenchArgs),
+    /// Top-1 and top-5 error over a labelled image folder, with test-time views.
+    Eval(eval::EvalArgs),
     /// Write a spec and its weights as an ONNX model (or a Triton repository).
     Export(export::ExportArgs),
     /// Bind an ONNX model's weights to a spec and write them as .safetensors.
@@ -291,6 +294,7 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Eval(args) => eval::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Convert(args) => export::convert(&args),
     }

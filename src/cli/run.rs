@@ -24,9 +24,18 @@ pub struct RunArgs {
     /// without one: resized to 256, centre-cropped to 224, ImageNet-normalized.
     #[arg(long, num_args = 1.., value_name = "FILE")]
     pub image: Vec<PathBuf>,
-    /// Write the logits (the values before the final softmax) as .npy.
+    /// Write the logits (the values before the final softmax) as .npy; with
+    /// --tta, the averaged scores (N x classes), which is what is scored.
     #[arg(long, value_name = "Y.npy")]
     pub output: Option<PathBuf>,
+    /// Test-time views of each --image, softmax scores averaged (He et al.
+    /// 2015, 3.4): center, ten-crop, multi-scale[=224,256,384,480,640] or
+    /// full=S (the whole image, shorter side S, fully convolutional).
+    #[arg(long, value_name = "MODE", value_parser = crate::eval::tta::Mode::parse, requires = "image")]
+    pub tta: Option<crate::eval::tta::Mode>,
+    /// With --tta, add each view's horizontal flip (ten-crop has them).
+    #[arg(long, requires = "tta")]
+    pub flip: bool,
     /// Print the K most likely classes of each input.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
@@ -107,6 +116,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
         };
         g.preprocess.unwrap_or_default()
     };
+    if let Some(mode) = &args.tta {
+        return run_tta(args, mode, backend.as_ref(), &pp);
+    }
     let (x, labels) = match load_inputs(args, &pp) {
         Ok(v) => v,
         Err(e) => return fail(e),
@@ -189,6 +201,82 @@ pub fn run(args: &RunArgs) -> ExitCode {
                     class_name(c, classes)
                 );
             }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `run --image ... --tta MODE`: each image's views through the network
+/// for their size (compiled once per shape), softmax scores averaged.
+fn run_tta(
+    args: &RunArgs,
+    mode: &crate::eval::tta::Mode,
+    backend: &dyn crate::backend::Backend,
+    pp: &crate::ir::preprocess::Preprocess,
+) -> ExitCode {
+    use crate::eval::{scores as avg_scores, tta, Networks};
+    let Some((g, _)) = super::build(&args.spec, &Options::default()) else {
+        return ExitCode::FAILURE;
+    };
+    let weights = match crate::weights::load_for(&args.weights, &g) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    let mut views = Vec::new();
+    for p in &args.image {
+        match image::read(p).and_then(|img| {
+            tta::views(&img, mode, args.flip, pp)
+                .map_err(|e| format!("image `{}`: {e}", p.display()))
+        }) {
+            Ok(v) => views.push(v),
+            Err(e) => return fail(e),
+        }
+    }
+    let per_image = views.first().map_or(1, Vec::len);
+    // One call a shape: the batch is the most views any one shape has.
+    let mut count: std::collections::HashMap<&[usize], usize> = Default::default();
+    for v in views.iter().flatten() {
+        *count.entry(v.shape()).or_default() += 1;
+    }
+    let batch = count.values().copied().max().unwrap_or(1).min(64);
+    let mut nets = Networks::new(&args.spec, weights, backend, args.opt.options(), batch);
+    let start = Instant::now();
+    let s = match avg_scores(&mut nets, &views) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let classes = s.first().map_or(0, Vec::len);
+    eprintln!(
+        "{}: {} images, {} views each ({}{}), {} network{} compiled, {:.1} ms ({} backend)",
+        g.name,
+        args.image.len(),
+        per_image,
+        mode.name(),
+        if args.flip { " + flips" } else { "" },
+        nets.compiled,
+        if nets.compiled == 1 { "" } else { "s" },
+        start.elapsed().as_secs_f64() * 1e3,
+        backend.name()
+    );
+    if let Some(out) = &args.output {
+        let flat: Vec<f32> = s.iter().flatten().copied().collect();
+        let a = match ArrayD::from_shape_vec(vec![s.len(), classes], flat) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) = npy::write(out, &a) {
+            return fail(e);
+        }
+    }
+    for (row, p) in s.iter().zip(&args.image) {
+        println!("{}", p.display());
+        for c in scores::top_k(row, args.top) {
+            println!(
+                "  {:>6.2}%  {:>4}  {}",
+                row[c] * 100.0,
+                c,
+                class_name(c, classes)
+            );
         }
     }
     ExitCode::SUCCESS
