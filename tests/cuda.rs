@@ -96,12 +96,16 @@ struct Case {
 }
 
 fn case(spec: &str, size: usize, batch: usize) -> Case {
+    case_hw(spec, (size, size), batch)
+}
+
+fn case_hw(spec: &str, (height, width): (usize, usize), batch: usize) -> Case {
     let path = common::root().join(spec);
     let g = common::compile_with(
         &path,
         &BuildOptions {
             batch,
-            input: Some([3, size, size]),
+            input: Some([3, height, width]),
         },
     );
     let x = ArrayD::from_shape_fn(g.input_shape().dims().to_vec(), |d| {
@@ -112,7 +116,7 @@ fn case(spec: &str, size: usize, batch: usize) -> Case {
         program: common::program(&g, &w, 2),
         x,
         want,
-        label: format!("{spec} at {size}x{size}, batch {batch}"),
+        label: format!("{spec} at {height}x{width}, batch {batch}"),
     }
 }
 
@@ -766,4 +770,19 @@ fn a_missing_barrier_or_wait_is_caught() {
         };
         assert!(caught, "taking `{line}` out of {kernel}) went unnoticed");
     }
+}
+
+/// A non-square input (what `--tta full=S` runs): the emulated CUDA
+/// network equals the interpreter, as the CPU backends do (tests/eval.rs).
+#[test]
+fn emulated_non_square_input_agrees() {
+    if let Err(why) = emulator() {
+        return skip("the emulated non-square run", &why);
+    }
+    let c = case_hw("specs/resnet18.rn", (48, 80), 1);
+    let e = emit::emit(&c.program, Precision::F32).unwrap();
+    let got = emulate(&e, &c, &tmp("nonsquare"), false).unwrap();
+    let err = rel(&got, &c.want);
+    println!("{} f32: max error {err:.2e} of the largest logit", c.label);
+    assert!(err <= 1e-4, "{}: {err:e}", c.label);
 }

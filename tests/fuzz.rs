@@ -123,6 +123,27 @@ fn jpg_seed() -> Vec<u8> {
     std::fs::read(common::root().join("tests/golden/image/photo.jpg")).unwrap()
 }
 
+/// tests/onnx/constructs.rn exported (every special form of the exporter),
+/// and its graph, made once.
+fn onnx_seed() -> &'static (Vec<u8>, resnetc::ir::Graph) {
+    static SEED: std::sync::OnceLock<(Vec<u8>, resnetc::ir::Graph)> = std::sync::OnceLock::new();
+    SEED.get_or_init(|| {
+        let mut sources = resnetc::syntax::SourceMap::new();
+        let path = common::root().join("tests/onnx/constructs.rn");
+        let g = resnetc::lower::compile_file(&path, &Default::default(), &mut sources).unwrap();
+        let w = resnetc::weights::init::init(&g, Default::default());
+        let bound = w.bind(&g, "init").unwrap();
+        let opts = resnetc::onnx::export::ExportOptions {
+            opset: 17,
+            batch: None,
+            metadata: vec![],
+        };
+        let bytes = resnetc::onnx::export::export(&g, &bound, &sources, &opts).unwrap();
+        resnetc::onnx::import::weights_for(&bytes, "seed.onnx", &g).expect("the seed binds");
+        (bytes, g)
+    })
+}
+
 fn safetensors_seed() -> Vec<u8> {
     std::fs::read(common::root().join("tests/golden/cifar_resnet20/weights.safetensors")).unwrap()
 }
@@ -195,6 +216,20 @@ proptest! {
     fn mutated_images_never_panic(png in any::<bool>(), edits in prop::collection::vec((0usize..1 << 20, 0u8..4, any::<u8>()), 1..6)) {
         let seed = if png { png_seed() } else { jpg_seed() };
         let _ = resnetc::io::image::decode(&mutate(seed, &edits));
+    }
+
+    #[test]
+    fn mutated_onnx_models_never_panic(
+        near_nodes in any::<bool>(),
+        edits in prop::collection::vec((0usize..1 << 18, 0u8..4, any::<u8>()), 1..6),
+    ) {
+        // The nodes come first in the file: most edits land there.
+        let (seed, g) = onnx_seed();
+        let edits: Vec<_> = edits
+            .into_iter()
+            .map(|(at, op, b)| (if near_nodes { at % 16_384 } else { at }, op, b))
+            .collect();
+        let _ = resnetc::onnx::import::weights_for(&mutate(seed.clone(), &edits), "fuzz.onnx", g);
     }
 
     #[test]

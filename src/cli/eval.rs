@@ -52,6 +52,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub backend: super::BackendArgs,
     #[command(flatten)]
+    pub memory: super::MemoryArgs,
+    #[command(flatten)]
     pub opt: super::OptArgs,
 }
 
@@ -101,6 +103,9 @@ pub fn run(args: &EvalArgs) -> ExitCode {
         args.opt.options(),
         args.batch as usize,
     );
+    if let Some(l) = args.memory.max_memory {
+        nets.limit = l;
+    }
     let bar = if args.json {
         indicatif::ProgressBar::hidden()
     } else {

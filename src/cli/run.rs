@@ -240,6 +240,9 @@ fn run_tta(
     }
     let batch = count.values().copied().max().unwrap_or(1).min(64);
     let mut nets = Networks::new(&args.spec, weights, backend, args.opt.options(), batch);
+    if let Some(l) = args.memory.max_memory {
+        nets.limit = l;
+    }
     let start = Instant::now();
     let s = match avg_scores(&mut nets, &views) {
         Ok(s) => s,

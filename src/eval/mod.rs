@@ -31,6 +31,8 @@ pub struct Networks<'a> {
     cache: Vec<([usize; 3], Box<dyn Executable>)>,
     /// How many networks were compiled (a folder of 3 sizes compiles 3).
     pub compiled: usize,
+    /// The memory a network may take (checked before each compile).
+    pub limit: crate::backend::memory::Limit,
 }
 
 impl<'a> Networks<'a> {
@@ -49,6 +51,7 @@ impl<'a> Networks<'a> {
             batch: batch.max(1),
             cache: Vec::new(),
             compiled: 0,
+            limit: crate::backend::memory::Limit::Available,
         }
     }
 
@@ -78,6 +81,13 @@ impl<'a> Networks<'a> {
         };
         let (p, _) = passes::prepare(m, &self.opt).map_err(|e| format!("{at}: {e}"))?;
         let program = Program::lower(p).map_err(|e| format!("{at}: {e}"))?;
+        // What it will allocate, before it does (a 640-pixel scale of a
+        // wide image is several 224 networks).
+        let mut f = self.backend.footprint(&program);
+        f.add("input", 4 * program.input.len() as u64, true);
+        f.add("logits", 4 * program.output.len() as u64, true);
+        crate::backend::memory::check(&f, self.batch, &program.name, self.limit)
+            .map_err(|e| format!("{at}: {e}"))?;
         self.backend.compile(&program).map_err(|Refusal(why)| {
             let why: Vec<String> = why.iter().map(|e| e.to_string()).collect();
             format!("{at}: {}", why.join("; "))

@@ -454,8 +454,16 @@ impl<'a> Matcher<'a> {
                         self.tensor(&name, what)
                     })
                     .collect();
+                let o = weight.shape().first().copied().unwrap_or(0);
+                let fits = |a: &ArrayD<f32>| a.len() == o;
+                if !(t.iter().flatten().all(fits) && onnx_bias.as_ref().is_none_or(fits)) {
+                    self.errors.push(format!(
+                        "shape: the model's BatchNormalization `{}` after {what} does not have {o} values per tensor",
+                        label(bn)
+                    ));
+                    return None;
+                }
                 if let [Some(gamma), Some(beta), Some(mean), Some(var)] = &t[..] {
-                    let o = weight.shape()[0];
                     let per = weight.len() / o.max(1);
                     let mut b0 = onnx_bias
                         .take()
