@@ -206,3 +206,25 @@ fn triton_repository_has_the_model_and_a_dynamic_batching_config() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A model nobody here wrote: PyTorch's exporter on the CIFAR ResNet-20
+/// golden case (tests/golden/onnx_models.py), its option A shortcuts as
+/// Slice / Shape / Gather / Concat / Pad nodes and BN folded into the convs.
+/// Bound by structure, it reproduces PyTorch's logits.
+#[test]
+fn a_pytorch_exported_model_binds_by_structure() {
+    let dir = common::root().join("tests/golden/cifar_resnet20");
+    let x = resnetc::io::npy::read(&dir.join("input.npy")).unwrap();
+    let want = resnetc::io::npy::read(&dir.join("logits.npy")).unwrap();
+    let opts = Options {
+        batch: x.shape()[0],
+        input: Some([3, 32, 32]),
+    };
+    let g = common::compile_with(&common::root().join("specs/cifar/resnet20.rn"), &opts);
+    let bytes = std::fs::read(dir.join("model.onnx")).unwrap();
+    let w = weights_for(&bytes, "model.onnx", &g).unwrap_or_else(|e| panic!("{e}"));
+    let bound = w.bind(&g, "model.onnx").unwrap();
+    let got = interp::run(&g, &bound, x, &[g.logits()]).unwrap().remove(0);
+    let err = rel(&got, &want);
+    assert!(err <= 1e-4, "{err:e}");
+}
