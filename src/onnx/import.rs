@@ -302,11 +302,18 @@ impl<'a> Matcher<'a> {
                 Op::Relu => self.one(&x_name, &["Relu"], &what),
                 Op::MaxPool { .. } => self.one(&x_name, &["MaxPool"], &what),
                 Op::AvgPool { .. } => self.one(&x_name, &["AveragePool"], &what),
-                Op::GlobalAvgPool => self.one(
-                    &x_name,
-                    &["GlobalAveragePool", "AveragePool", "ReduceMean"],
-                    &what,
-                ),
+                Op::GlobalAvgPool => {
+                    let pools = ["GlobalAveragePool", "AveragePool", "ReduceMean"];
+                    let x = ins.first().map(|&p| &g.node(p).shape);
+                    let one_pixel = x.is_some_and(|s| s.rank() == 4 && s.height() * s.width() == 1);
+                    if one_pixel && self.readers(&x_name, &pools).is_empty() {
+                        // Over one pixel the pool is an identity, which a
+                        // model may have left out.
+                        Some(x_name.clone())
+                    } else {
+                        self.one(&x_name, &pools, &what)
+                    }
+                }
                 Op::Flatten => Some(x_name.clone()),
                 Op::Softmax => {
                     // A model may end at its logits: then nothing to match.
