@@ -15,6 +15,7 @@ use crate::weights::load_for;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// The network's spec (.rn).
     pub spec: PathBuf,
     /// Weights (.safetensors or .onnx).
     #[arg(long)]
@@ -26,7 +27,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
     /// Test-time views: center, ten-crop, multi-scale[=224,256,...] or full=S.
-    #[arg(long, default_value = "center", value_parser = tta::Mode::parse)]
+    #[arg(long, value_name = "MODE", default_value = "center", value_parser = tta::Mode::parse)]
     pub tta: tta::Mode,
     /// Add each view's horizontal flip (ten-crop has them already).
     #[arg(long)]

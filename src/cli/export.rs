@@ -13,6 +13,7 @@ use crate::weights::{file, init, load_for};
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("out").required(true).args(["output", "triton"])))]
 pub struct ExportArgs {
+    /// The network's spec (.rn).
     pub spec: PathBuf,
     /// Weights (.safetensors or .onnx); default: He-initialized, seed 0.
     #[arg(long)]
