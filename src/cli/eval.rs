@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::fail;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
@@ -56,11 +58,6 @@ pub struct EvalArgs {
     pub memory: super::MemoryArgs,
     #[command(flatten)]
     pub opt: super::OptArgs,
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
 }
 
 type Views = Result<Vec<ndarray::ArrayD<f32>>, String>;
@@ -156,16 +153,16 @@ pub fn run(args: &EvalArgs) -> ExitCode {
         drop(tx);
         let mut ready: BTreeMap<usize, Views> = BTreeMap::new();
         let mut want = 0;
-        let mut pending: Vec<(usize, Vec<ndarray::ArrayD<f32>>)> = Vec::new();
-        let mut flush = |pending: &mut Vec<(usize, Vec<ndarray::ArrayD<f32>>)>,
+        // Images waiting for the network: their indices and their views.
+        let mut pending: (Vec<usize>, Vec<Vec<ndarray::ArrayD<f32>>>) = Default::default();
+        let mut flush = |pending: &mut (Vec<usize>, Vec<Vec<ndarray::ArrayD<f32>>>),
                          nets: &mut Networks|
          -> Result<(), String> {
-            if pending.is_empty() {
+            if pending.0.is_empty() {
                 return Ok(());
             }
-            let views: Vec<_> = pending.iter().map(|(_, v)| v.clone()).collect();
-            let s = scores(nets, &views)?;
-            for ((i, _), sc) in pending.iter().zip(s) {
+            let s = scores(nets, &pending.1)?;
+            for (i, sc) in pending.0.iter().zip(s) {
                 let label = samples[*i].label;
                 let r = ranked(&sc);
                 scored += 1;
@@ -182,8 +179,9 @@ pub fn run(args: &EvalArgs) -> ExitCode {
                     top.join(",")
                 ));
             }
-            bar.inc(pending.len() as u64);
-            pending.clear();
+            bar.inc(pending.0.len() as u64);
+            pending.0.clear();
+            pending.1.clear();
             Ok(())
         };
         for (i, v) in rx.iter() {
@@ -191,7 +189,10 @@ pub fn run(args: &EvalArgs) -> ExitCode {
             while let Some(v) = ready.remove(&want) {
                 want += 1;
                 match v {
-                    Ok(views) => pending.push((want - 1, views)),
+                    Ok(views) => {
+                        pending.0.push(want - 1);
+                        pending.1.push(views);
+                    }
                     Err(e) => {
                         failed += 1;
                         bar.inc(1);
@@ -202,7 +203,7 @@ pub fn run(args: &EvalArgs) -> ExitCode {
                         }
                     }
                 }
-                if error.is_none() && pending.len() >= chunk {
+                if error.is_none() && pending.0.len() >= chunk {
                     if let Err(e) = flush(&mut pending, &mut nets) {
                         error = Some(e);
                     }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::fail;
+
 use crate::lower::Options;
 use crate::onnx::export::{export, ExportOptions, OPSETS};
 use crate::passes::{self, Module};
@@ -40,11 +42,6 @@ pub struct ExportArgs {
     /// Largest batch Triton may form (with --triton).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_batch: u32,
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
 }
 
 pub fn run(args: &ExportArgs) -> ExitCode {
@@ -95,7 +92,10 @@ pub fn run(args: &ExportArgs) -> ExitCode {
         return fail("internal error: the weights were lost in the passes");
     };
     let mut metadata = vec![("spec".to_string(), args.spec.display().to_string())];
-    metadata.extend(super::preprocess_metadata(&m.graph));
+    // The spec's preprocessing (torchvision's ImageNet transform where it
+    // has none), for whoever serves the model.
+    let pp = m.graph.preprocess.clone().unwrap_or_default();
+    metadata.push(("preprocess".into(), pp.to_json()));
     let eopts = ExportOptions {
         opset: args.opset,
         batch: args.batch.map(|b| b as usize),

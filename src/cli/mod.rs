@@ -107,6 +107,12 @@ pub fn program(m: passes::Module, opt: &OptArgs, sources: &SourceMap) -> Option<
     }
 }
 
+/// A user error (bad input, a refusal): printed, exit 1.
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::FAILURE
+}
+
 /// Print an error after lowering with its spec location.
 pub fn report(e: &GraphError, sources: &SourceMap) {
     eprint!("{}", e.diagnostic().render(sources, colour()));
@@ -237,13 +243,6 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Bind an ONNX model's weights to a spec and write them as .safetensors.
     Convert(export::ConvertArgs),
-}
-
-/// The spec's preprocessing (torchvision's ImageNet transform where the spec
-/// has none), as export metadata.
-pub fn preprocess_metadata(g: &Graph) -> Vec<(String, String)> {
-    let p = g.preprocess.clone().unwrap_or_default();
-    vec![("preprocess".into(), p.to_json())]
 }
 
 fn parse_dims(s: &str) -> Result<[usize; 3], String> {

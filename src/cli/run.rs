@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::fail;
 use std::time::Instant;
 
 use ndarray::{Array4, ArrayD, Axis, Ix2};
@@ -53,11 +55,6 @@ pub struct RunArgs {
 
 /// The largest batch a run takes (as `--batch` does).
 const MAX_BATCH: usize = 1 << 20;
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
-}
 
 fn load_inputs(
     args: &RunArgs,
@@ -114,11 +111,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
         let Some((g, _)) = super::build(&args.spec, &Options::default()) else {
             return ExitCode::FAILURE;
         };
+        if let Some(mode) = &args.tta {
+            return run_tta(args, mode, backend.as_ref(), &g);
+        }
         g.preprocess.unwrap_or_default()
     };
-    if let Some(mode) = &args.tta {
-        return run_tta(args, mode, backend.as_ref(), &pp);
-    }
     let (x, labels) = match load_inputs(args, &pp) {
         Ok(v) => v,
         Err(e) => return fail(e),
@@ -212,13 +209,11 @@ fn run_tta(
     args: &RunArgs,
     mode: &crate::eval::tta::Mode,
     backend: &dyn crate::backend::Backend,
-    pp: &crate::ir::preprocess::Preprocess,
+    g: &crate::ir::Graph,
 ) -> ExitCode {
     use crate::eval::{scores as avg_scores, tta, Networks};
-    let Some((g, _)) = super::build(&args.spec, &Options::default()) else {
-        return ExitCode::FAILURE;
-    };
-    let weights = match crate::weights::load_for(&args.weights, &g) {
+    let pp = &g.preprocess.clone().unwrap_or_default();
+    let weights = match crate::weights::load_for(&args.weights, g) {
         Ok(w) => w,
         Err(e) => return fail(e),
     };

@@ -917,9 +917,11 @@ mod tests {
                 let mut want = vec![f32::NAN; panels * kc * NR];
                 for (p, panel) in want.chunks_exact_mut(kc * NR).enumerate() {
                     let j = p * NR;
+                    // SAFETY: x holds the c x h x w map of g; panel holds kc x NR values.
                     unsafe { im2col_panel(x.as_ptr(), &g, p0, j, (n - j).min(NR), panel) };
                 }
                 let mut got = vec![f32::NAN; panels * kc * NR];
+                // SAFETY: x holds g's map; got holds the panels of the whole block.
                 unsafe { im2col(x.as_ptr(), &g, n, (p0, kc), (0, n), &mut got) };
                 assert_eq!(got, want, "{g:?} rows {p0}..{}", p0 + kc);
             }
@@ -987,12 +989,14 @@ mod tests {
                     ldc: NR,
                     accumulate,
                 };
+                // SAFETY: the tile points into live A, B and C buffers of its sizes.
                 unsafe { (kernels::portable::KERNELS.gemm.tile)(&tile(&mut want, NR)) };
                 for (k, cols) in kernels::available()
                     .into_iter()
                     .flat_map(|k| [NR, 17, 16, 8, 5, 4, 3, 2, 1].map(|c| (k, c)))
                 {
                     let mut got = got.clone();
+                    // SAFETY: the tile points into live buffers; the set runs on this machine (kernels::available).
                     unsafe { (k.gemm.tile)(&tile(&mut got, cols)) };
                     // The columns that matter agree; a narrow tile may leave the rest.
                     for r in 0..MR {
@@ -1044,6 +1048,7 @@ mod tests {
                     geom,
                 };
                 let o = want[b * m * n..].as_mut_ptr();
+                // SAFETY: a, src and o hold the m x k, k x n and m x n values the call names.
                 unsafe { gemm(ks, &a, src, n, o, &epi(Images::one(n), o), Some(&team)) };
             }
             let images = Images {
@@ -1071,6 +1076,7 @@ mod tests {
                 for how in [Cut::Whole, Cut::Columns(2), Cut::Rows(2)] {
                     let mut got = res.clone();
                     let o = got.as_mut_ptr();
+                    // SAFETY: a, src and o hold the three images the call names.
                     unsafe { run_cut(ks, &a, src, 3 * n, o, &epi(images, o), how, &team) };
                     assert_eq!(got, want, "{ks:?} {g:?} {src:?} {how:?}");
                 }
@@ -1140,6 +1146,7 @@ mod tests {
                     Cut::Rows(2),
                 ] {
                     let mut got = vec![f32::NAN; m * n];
+                    // SAFETY: a, b and got hold the m x k, k x n and m x n values the call names.
                     unsafe { run_cut(ks, &a, b, n, got.as_mut_ptr(), &epi, how, &team) };
                     assert_eq!(got, want, "{ks:?} {g:?} {b:?} {how:?}");
                 }
