@@ -67,23 +67,29 @@ fn every_kernel_set_the_host_has_is_tested() {
     println!("kernel sets run here: {}", sets.join(", "));
 }
 
+/// A spec at `batch`, its input cut to 64x64 (ImageNet nets) or `cifar`
+/// pixels a side (the others), to keep the tests quick.
+fn small(path: &std::path::Path, batch: usize, cifar: usize) -> Graph {
+    let full = common::compile(path);
+    let size = if full.input_shape().height() >= 224 {
+        [3, 64, 64]
+    } else {
+        [3, cifar, cifar]
+    };
+    common::compile_with(
+        path,
+        &BuildOptions {
+            batch,
+            input: Some(size),
+        },
+    )
+}
+
 /// Every other spec and example (the two halves run in parallel): the JIT
 /// at -O2 and -O0 on every kernel set against the interpreter.
 fn jit_equals_interpreter_on_half_the_specs(half: usize) {
     for path in common::all_specs().into_iter().skip(half).step_by(2) {
-        let full = common::compile(&path);
-        let size = if full.input_shape().height() >= 224 {
-            [3, 64, 64]
-        } else {
-            [3, 16, 16]
-        };
-        let g = common::compile_with(
-            &path,
-            &BuildOptions {
-                batch: 2,
-                input: Some(size),
-            },
-        );
+        let g = small(&path, 2, 16);
         let x = input_for(&g);
         let (w, want) = common::finite_run(&g, &x, 5);
         for level in [2, 0] {
@@ -127,6 +133,7 @@ fn a_forced_strategy_gives_the_same_result() {
             ("strided-1x1", Strategy::Strided1x1),
             ("direct-1x1", Strategy::Direct1x1),
             ("blocked", Strategy::Blocked),
+            ("winograd", Strategy::Winograd),
         ] {
             let opts = Options {
                 conv_strategy: Some(forced.into()),
@@ -135,9 +142,11 @@ fn a_forced_strategy_gives_the_same_result() {
             let mut c = compiled(&p, opts);
             // Forced where eligible: every conv for im2col, every 1x1 for
             // strided-1x1, the stride-1 ones for direct-1x1 (planar maps,
-            // the other convs by the rules), all of them for blocked.
+            // the other convs by the rules), all of them for blocked, the
+            // 16 stride-1 3x3s for winograd (the paper's net strides on the 1x1).
             let want_used = match forced {
                 "strided-1x1" => 36,
+                "winograd" => 16,
                 // 16 expands, 13 reduces (three have stride 2 here), layer1's projection.
                 "direct-1x1" => 30,
                 _ => 53,
@@ -145,6 +154,29 @@ fn a_forced_strategy_gives_the_same_result() {
             assert_eq!(convs_with(c.as_ref(), s), want_used, "{ks} {forced}");
             assert!(rel(&c.run(&x).unwrap(), &want) <= 1e-4, "{ks} {forced}");
         }
+    }
+}
+
+/// Winograd forced on every spec and example, ResNet-152 included, on the
+/// best kernel set: within 1e-4 of the interpreter. (The unit tests and the
+/// proptest run every set.)
+#[test]
+fn winograd_equals_interpreter_on_every_spec() {
+    let best = kernel_sets()[0];
+    for path in common::all_specs() {
+        let g = small(&path, 1, 32);
+        let x = input_for(&g);
+        let (w, want) = common::finite_run(&g, &x, 5);
+        let p = common::program(&g, &w, 2);
+        let opts = Options {
+            conv_strategy: Some("winograd".into()),
+            ..with_kernels(best, 2)
+        };
+        let mut c = compiled(&p, opts);
+        let err = rel(&c.run(&x).unwrap(), &want);
+        let used = convs_with(c.as_ref(), Strategy::Winograd);
+        println!("{}: {used} Winograd convs, {err:.1e}", path.display());
+        assert!(err <= 1e-4, "{}: {err:e}", path.display());
     }
 }
 
@@ -157,11 +189,11 @@ fn an_unknown_option_is_refused_with_the_choices() {
             .to_string()
     };
     let e = bad(Options {
-        conv_strategy: Some("winograd".into()),
+        conv_strategy: Some("fft".into()),
         ..Default::default()
     });
     assert!(
-        e.contains("no conv strategy `winograd`") && e.contains("direct-1x1"),
+        e.contains("no conv strategy `fft`") && e.contains("winograd"),
         "{e}"
     );
     let e = bad(Options {
@@ -483,8 +515,44 @@ proptest! {
             let mut c = compiled(&prog, with_kernels(ks, 2));
             if !identity_input {
                 let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
-                prop_assert_eq!(convs_with(c.as_ref(), Strategy::Blocked), convs, "{}: {}", src, ks);
+                let on_blocked = convs_with(c.as_ref(), Strategy::Blocked)
+                    + convs_with(c.as_ref(), Strategy::Winograd);
+                prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
             }
+            let got = c.run(&x).unwrap();
+            prop_assert!(rel(&got, &want) <= 1e-4, "{} {}: {:e}", src, ks, rel(&got, &want));
+        }
+    }
+
+    /// Winograd forced on random stride-1 3x3 convs on blocked maps: maps
+    /// smaller than a tile and not a multiple of 4, pads 0 to 2, 1 to 3
+    /// images (their tiles share each GEMM), with a residual block around.
+    #[test]
+    fn random_winograd_convs_agree(
+        cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..5, p in 0usize..3,
+        h in 1usize..14, w in 1usize..14, batch in 1usize..4,
+        shortcut in prop::sample::select(vec!["B", "C", "none"]),
+    ) {
+        let src = tiny_spec(cin, h, w, 16 * cout_b, 3, 1, p, 1, shortcut).replace(
+            "stride 1\n}",
+            "stride 1\n  head {\n    global_avg_pool\n    flatten\n    fc(10)\n  }\n}",
+        );
+        let mut sources = SourceMap::new();
+        let Ok(g) = compile_source("t.rn", &src, &BuildOptions { batch, input: None }, &mut sources) else {
+            // A 3x3 conv larger than its padded input.
+            return Ok(());
+        };
+        let x = input_for(&g);
+        let (wts, want) = common::finite_run(&g, &x, 5);
+        let prog = common::program(&g, &wts, 2);
+        for ks in kernel_sets() {
+            let opts = Options { conv_strategy: Some("winograd".into()), ..with_kernels(ks, 2) };
+            let mut c = compiled(&prog, opts);
+            // On blocked maps (not when an identity shortcut adds the planar
+            // input), every 3x3 but the first, which reads the planar input.
+            let wino = convs_with(c.as_ref(), Strategy::Winograd);
+            let blocked = wino + convs_with(c.as_ref(), Strategy::Blocked) > 0;
+            prop_assert!(!blocked || wino >= 1, "{}: {}", src, ks);
             let got = c.run(&x).unwrap();
             prop_assert!(rel(&got, &want) <= 1e-4, "{} {}: {:e}", src, ks, rel(&got, &want));
         }

@@ -121,6 +121,11 @@ pub trait Backend {
     fn check(&self, p: &Program) -> Vec<GraphError>;
     /// Compile `p` with its weights (packed once, here).
     fn compile(&self, p: &Program) -> Result<Box<dyn Executable>, Refusal>;
+    /// The same, `p` given up: a backend that packs weights may free each
+    /// one as it packs it, so they are never held twice.
+    fn compile_owned(&self, p: Program) -> Result<Box<dyn Executable>, Refusal> {
+        self.compile(&p)
+    }
     /// The generated source of `p`, without weights; `None` for a backend
     /// that generates none.
     fn listing(&self, p: &Program) -> Result<Option<Listing>, Refusal>;
@@ -146,6 +151,8 @@ pub fn weight_bytes(p: &Program) -> u64 {
 pub enum Strategy {
     /// Direct convolution on channel-blocked maps.
     Blocked,
+    /// Winograd F(4x4, 3x3) on channel-blocked maps.
+    Winograd,
     /// A 1x1 conv whose input rows are the GEMM's B.
     Direct1x1,
     /// A strided 1x1 conv on its subsampled input.
@@ -168,6 +175,7 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Blocked => "blocked",
+            Strategy::Winograd => "winograd",
             Strategy::Direct1x1 => "direct-1x1",
             Strategy::Strided1x1 => "strided-1x1",
             Strategy::Im2col => "im2col",

@@ -433,6 +433,25 @@ impl Program {
         self.prepared.clone()
     }
 
+    /// The weight tensors, taken out of the program, one per
+    /// [`Program::weights`] entry (a key read twice is copied); `None` if
+    /// the program has no weights or its prepared graph is shared. The
+    /// program has no weights after this.
+    pub fn take_weights(&mut self) -> Option<Vec<ndarray::ArrayD<f32>>> {
+        let mut bound = Arc::get_mut(&mut self.prepared)?.take_weights()?;
+        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+        let mut out: Vec<ndarray::ArrayD<f32>> = Vec::with_capacity(self.weights.len());
+        for (i, r) in self.weights.iter().enumerate() {
+            let t = match seen.get(r.key.as_str()) {
+                Some(&j) => out[j].clone(),
+                None => bound.take(&r.key)?,
+            };
+            seen.insert(&r.key, i);
+            out.push(t);
+        }
+        Some(out)
+    }
+
     /// The weight tensors' values, in [`Program::weights`] order; an error
     /// if the program was prepared without weights.
     pub fn weight_values(&self, stage: Stage) -> Result<Vec<&ndarray::ArrayD<f32>>, GraphError> {

@@ -207,7 +207,23 @@ pub fn compile_on(
     p: &Program,
     sources: &SourceMap,
 ) -> Option<Box<dyn Executable>> {
-    match b.compile(p) {
+    refused(b.compile(p), sources)
+}
+
+/// [`compile_on`], `p` given up: its weights are freed as they are packed.
+pub fn compile_owned(
+    b: &dyn Backend,
+    p: Program,
+    sources: &SourceMap,
+) -> Option<Box<dyn Executable>> {
+    refused(b.compile_owned(p), sources)
+}
+
+fn refused(
+    r: Result<Box<dyn Executable>, Refusal>,
+    sources: &SourceMap,
+) -> Option<Box<dyn Executable>> {
+    match r {
         Ok(e) => Some(e),
         Err(Refusal(why)) => {
             for e in &why {

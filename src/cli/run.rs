@@ -149,7 +149,19 @@ pub fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let start = Instant::now();
-    let Some(mut exe) = super::compile_on(backend.as_ref(), &program, &sources) else {
+    // Without --check-finite nothing reads the weights after compiling: the
+    // backend may free each one as it packs it.
+    let name = program.name.clone();
+    let (exe, program) = if args.check_finite {
+        let exe = super::compile_on(backend.as_ref(), &program, &sources);
+        (exe, Some(program))
+    } else {
+        (
+            super::compile_owned(backend.as_ref(), program, &sources),
+            None,
+        )
+    };
+    let Some(mut exe) = exe else {
         return ExitCode::FAILURE;
     };
     let logits = match exe.run(&x) {
@@ -166,8 +178,8 @@ pub fn run(args: &RunArgs) -> ExitCode {
             "warning: {bad} of {} logits are not finite (NaN or infinite)",
             logits.len()
         );
-        if args.check_finite {
-            super::finite::explain(&program, &x, &sources);
+        if let Some(program) = &program {
+            super::finite::explain(program, &x, &sources);
         } else {
             eprintln!("  hint: --check-finite finds the first value that became non-finite");
         }
@@ -179,7 +191,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     }
     eprintln!(
         "{}: {} inputs in {:.1} ms ({} backend)",
-        program.name,
+        name,
         labels.len(),
         elapsed.as_secs_f64() * 1e3,
         backend.name()

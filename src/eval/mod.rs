@@ -88,7 +88,7 @@ impl<'a> Networks<'a> {
         f.add("logits", 4 * program.output.len() as u64, true);
         crate::backend::memory::check(&f, self.batch, &program.name, self.limit)
             .map_err(|e| format!("{at}: {e}"))?;
-        self.backend.compile(&program).map_err(|Refusal(why)| {
+        self.backend.compile_owned(program).map_err(|Refusal(why)| {
             let why: Vec<String> = why.iter().map(|e| e.to_string()).collect();
             format!("{at}: {}", why.join("; "))
         })

@@ -236,6 +236,11 @@ impl Prepared {
     pub fn weights(&self) -> Option<&BoundWeights> {
         self.weights.as_ref()
     }
+    /// The weights, given up (a backend that packs them frees each as it
+    /// goes).
+    pub fn take_weights(&mut self) -> Option<BoundWeights> {
+        self.weights.take()
+    }
     /// The optimization level it was prepared at.
     pub fn level(&self) -> u8 {
         self.level

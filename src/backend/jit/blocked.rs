@@ -156,7 +156,7 @@ impl Conv {
         bias: Option<Vec<f32>>,
         relu: bool,
         kernels: &'static Kernels,
-        store: &mut Store,
+        store: &mut Region,
     ) -> Option<Packed> {
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
         // input subsampled: read in place, its pixels' lines (and their
@@ -687,14 +687,46 @@ impl Drop for Store {
 
 const HUGE_PAGE: usize = 2 << 20;
 
+/// Part of a [`Store`], handed out for one conv to be packed into, on any
+/// thread: the regions of one `regions` call are disjoint.
+pub struct Region<'a> {
+    ptr: *mut f32,
+    /// Its offset in the store.
+    start: usize,
+    used: usize,
+    floats: usize,
+    _store: std::marker::PhantomData<&'a mut Store>,
+}
+
+// SAFETY: a region is the only handle to its floats (regions are disjoint,
+// and the store is borrowed mutably while any exists).
+unsafe impl Send for Region<'_> {}
+
+impl Region<'_> {
+    /// The next `len` floats, 64-byte aligned, and their offset in the store.
+    fn take(&mut self, len: usize) -> Option<(usize, &mut [f32])> {
+        if self.used + stored(len) > self.floats {
+            return None;
+        }
+        let at = self.used;
+        // SAFETY: within the region, and handed out once: later takes start
+        // past it. The borrow of `self` keeps it from being shared.
+        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) };
+        self.used += stored(len);
+        Some((self.start + at, v))
+    }
+}
+
+/// Floats of a store a conv of geometry `g` is packed into.
+pub fn floats(g: &Geom) -> usize {
+    stored(g.c * g.kernel * g.kernel * g.o)
+}
+
 impl Store {
     /// Room for the weights of convs of these geometries, its pages
     /// faulted in by `team`; an error if it cannot be allocated.
     pub fn new(geoms: &[Geom], team: &Team) -> Result<Store, String> {
-        let floats: usize = geoms
-            .iter()
-            .map(|g| stored(g.c * g.kernel * g.kernel * g.o))
-            .sum();
+        let floats: usize = geoms.iter().map(floats).sum();
         let bytes = (4 * floats).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
         let too_big = || format!("cannot allocate {bytes} bytes for the conv weights");
         let layout =
@@ -705,15 +737,9 @@ impl Store {
             return Err(too_big());
         }
         huge_pages(ptr as *mut u8, bytes);
-        // The kernel zeroes (and may compact for) each 2 MB page as it is
-        // first touched: on all threads, not in the packing loop.
-        let pages = bytes / HUGE_PAGE;
-        // SAFETY: task p writes one byte of page p alone.
-        let base = unsafe { TaskPtr::new(ptr as *mut u8) };
-        team.run(pages, &|p| {
-            // SAFETY: a byte of page p of the allocation.
-            unsafe { base.get().add(p * HUGE_PAGE).write_volatile(0) };
-        });
+        // Pages are faulted in as the weights are packed into them, each
+        // as its unpacked tensor is freed: never all of both at once.
+        let _ = team;
         Ok(Store {
             ptr,
             layout,
@@ -722,20 +748,44 @@ impl Store {
         })
     }
 
-    /// The next `len` floats, 64-byte aligned, and their offset.
-    fn take(&mut self, len: usize) -> Option<(usize, &mut [f32])> {
-        if self.used + stored(len) > self.floats {
+    /// Disjoint regions of `floats[i]` floats each, in order, for convs to
+    /// be packed into at once (on several threads); `None` if they do not fit.
+    pub fn regions(&mut self, floats: &[usize]) -> Option<Vec<Region<'_>>> {
+        let total: usize = floats.iter().map(|&f| stored(f)).sum();
+        if self.used + total > self.floats {
             return None;
         }
-        let at = self.used;
-        // SAFETY: within the allocation, and handed out once: later takes
-        // start past it. The borrow of `self` keeps it from being shared.
-        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) };
-        self.used += stored(len);
-        Some((at, v))
+        let mut out = Vec::with_capacity(floats.len());
+        for &f in floats {
+            out.push(Region {
+                // SAFETY: within the allocation (checked above).
+                ptr: unsafe { self.ptr.add(self.used) },
+                start: self.used,
+                used: 0,
+                floats: stored(f),
+                _store: std::marker::PhantomData,
+            });
+            self.used += stored(f);
+        }
+        Some(out)
     }
 
-    /// `len` floats from `offset`, as handed out by `take`.
+    /// The rest of the store as one region.
+    pub fn rest(&mut self) -> Region<'_> {
+        let left = self.floats - self.used;
+        let r = Region {
+            // SAFETY: within the allocation (used <= floats).
+            ptr: unsafe { self.ptr.add(self.used) },
+            start: self.used,
+            used: 0,
+            floats: left,
+            _store: std::marker::PhantomData,
+        };
+        self.used = self.floats;
+        r
+    }
+
+    /// `len` floats from `offset`, as handed out by a region's `take`.
     fn slice(&self, offset: usize, len: usize) -> &[f32] {
         assert!(
             offset + len <= self.used,
@@ -871,13 +921,13 @@ pub fn from_blocked(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
 
 #[cfg(test)]
 #[allow(clippy::undocumented_unsafe_blocks)] // buffers sized for the shapes they are given
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::jit::kernels;
 
-    /// The conv by its definition, planar in and out.
+    /// The conv by its definition (sums in f64), planar in and out.
     #[allow(clippy::too_many_arguments)]
-    fn naive(
+    pub(crate) fn naive(
         g: &Geom,
         n: usize,
         x: &[f32],
@@ -958,7 +1008,7 @@ mod tests {
         let team = Team::new(2).expect("threads");
         for ks in kernels::available() {
             let mut store = Store::new(&[g], &team).expect("a store");
-            let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store)
+            let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store.rest())
                 .expect("room in the store");
             let conv = conv.bind(Arc::new(store));
             let xb = match input {

@@ -31,12 +31,14 @@ pub const RUNTIME: &[(&str, usize)] = &[
     ("rt_shortcut_pad", 3),
     ("rt_tick", 2),
     ("rt_fault", 2),
+    ("rt_conv_winograd", 4),
 ];
 
 pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("rt_conv", runtime::rt_conv as *const u8),
         ("rt_conv_blocked", runtime::rt_conv_blocked as *const u8),
+        ("rt_conv_winograd", runtime::rt_conv_winograd as *const u8),
         (
             "rt_max_pool_blocked",
             runtime::rt_max_pool_blocked as *const u8,

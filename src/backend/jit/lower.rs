@@ -4,8 +4,8 @@
 //! [`Lowered::descs`] with them, `listing` prints the code without.
 
 use super::codegen::{Arg, MapOp, Step as Code};
-use super::gemm;
 use super::strategy::{self, ConvStrategy};
+use super::{gemm, winograd};
 use crate::backend::program::{Kind, Program};
 use crate::backend::{StepInfo, Strategy};
 use crate::ir::At;
@@ -22,6 +22,10 @@ pub enum Desc {
     },
     /// A conv on channel-blocked maps.
     BlockedConv {
+        step: usize,
+    },
+    /// A Winograd conv on channel-blocked maps.
+    WinogradConv {
         step: usize,
     },
     Linear {
@@ -58,6 +62,7 @@ impl Desc {
             Desc::Shared => "shared state",
             Desc::Conv { .. } => "rt_conv descriptor",
             Desc::BlockedConv { .. } => "rt_conv_blocked descriptor",
+            Desc::WinogradConv { .. } => "rt_conv_winograd descriptor",
             Desc::Linear { .. } => "rt_linear descriptor",
             Desc::Pool { blocked: true, .. } => "rt_max_pool_blocked descriptor",
             Desc::Pool { .. } => "rt_pool descriptor",
@@ -74,6 +79,7 @@ impl Desc {
         match self {
             Desc::Conv { step, .. }
             | Desc::BlockedConv { step }
+            | Desc::WinogradConv { step }
             | Desc::Linear { step }
             | Desc::Pool { step, .. }
             | Desc::Pad { step }
@@ -116,7 +122,7 @@ pub fn lower(
     fault: Option<&str>,
 ) -> Lowered {
     let layout = match forced {
-        None | Some(ConvStrategy::Blocked) => strategy::blocked_layout(p),
+        None | Some(ConvStrategy::Blocked | ConvStrategy::Winograd) => strategy::blocked_layout(p),
         Some(f) => Err(format!(
             "--conv-strategy {} runs every map planar",
             f.name()
@@ -159,7 +165,19 @@ pub fn lower(
         }
         let strategy = match &s.kind {
             Kind::Conv { geom, epilogue, .. } => {
-                let (symbol, d, how) = if blocked {
+                let wino = blocked
+                    && strategy::blocked_geom(p, s)
+                        .is_some_and(|g| strategy::winograd_rule(&g, geom.n, forced));
+                let (symbol, d, how) = if wino {
+                    if let Some(g) = strategy::blocked_geom(p, s) {
+                        l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n));
+                    }
+                    (
+                        "rt_conv_winograd",
+                        Desc::WinogradConv { step: k },
+                        Strategy::Winograd,
+                    )
+                } else if blocked {
                     (
                         "rt_conv_blocked",
                         Desc::BlockedConv { step: k },

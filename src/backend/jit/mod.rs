@@ -12,6 +12,7 @@ pub mod lower;
 pub mod runtime;
 pub mod strategy;
 pub mod team;
+pub mod winograd;
 
 use std::any::Any;
 use std::fmt::Write as _;
@@ -23,7 +24,7 @@ use cranelift_codegen::settings::{self, Configurable};
 use cranelift_jit::{JITBuilder, JITModule};
 use ndarray::ArrayD;
 
-use super::program::{Kind, Program, Residual, Step, WeightId};
+use super::program::{Epilogue, Kind, Program, Residual, Step, WeightId};
 use super::{
     Backend, Entry, Executable, Info, Listing, ListingFile, OptionError, Options, Refusal, StepInfo,
 };
@@ -130,7 +131,16 @@ impl Backend for Jit {
         if !why.is_empty() {
             return Err(Refusal(why));
         }
-        Ok(Box::new(compile(self, p)?))
+        Ok(Box::new(compile(self, p, None)?))
+    }
+
+    fn compile_owned(&self, mut p: Program) -> Result<Box<dyn Executable>, Refusal> {
+        let why = self.check(&p);
+        if !why.is_empty() {
+            return Err(Refusal(why));
+        }
+        let owned = p.take_weights();
+        Ok(Box::new(compile(self, &p, owned)?))
     }
 
     fn footprint(&self, p: &Program) -> super::memory::Footprint {
@@ -139,9 +149,23 @@ impl Backend for Jit {
         let w = super::weight_bytes(p);
         f.add("arena", p.arena_bytes, true);
         f.add("scratch", 4 * l.scratch as u64, true);
-        // The weights as read (held by the program) and as packed, on 2 MB pages.
+        // The weights as read (held by the program) and as packed, on 2 MB
+        // pages; a Winograd conv's are 4x (36 elements for 9 taps).
+        let winograd: u64 = l
+            .descs
+            .iter()
+            .filter_map(|d| match d {
+                Desc::WinogradConv { step } => strategy::blocked_geom(p, &p.steps[*step]),
+                _ => None,
+            })
+            .map(|g| 4 * (winograd::weight_len(&g) - 9 * g.c * g.o) as u64)
+            .sum();
         f.add("weights", w, false);
-        f.add("packed weights", w.div_ceil(2 << 20) * (2 << 20), false);
+        f.add(
+            "packed weights",
+            w.div_ceil(2 << 20) * (2 << 20) + winograd,
+            false,
+        );
         f
     }
 
@@ -213,14 +237,59 @@ fn generate(
 }
 
 fn flat(t: &ArrayD<f32>) -> Vec<f32> {
-    t.as_standard_layout().iter().copied().collect()
+    match t.as_slice() {
+        Some(s) => s.to_vec(),
+        None => t.as_standard_layout().iter().copied().collect(),
+    }
 }
 
-/// Compile `p` with its weights for `jit`'s options.
-fn compile(jit: &Jit, p: &Program) -> Result<Compiled, GraphError> {
+/// The values of a tensor given up, without a copy where it is contiguous.
+fn into_flat(t: ArrayD<f32>) -> Vec<f32> {
+    if !t.is_standard_layout() {
+        return flat(&t);
+    }
+    let len = t.len();
+    match t.into_raw_vec_and_offset() {
+        (v, Some(0) | None) if v.len() == len => v,
+        (v, off) => {
+            let at = off.unwrap_or(0);
+            v.get(at..at + len).map_or_else(Vec::new, <[f32]>::to_vec)
+        }
+    }
+}
+
+/// Where `compile` reads weights: the program's, or the program's given up
+/// (each read once, then freed when packed).
+enum Source<'a> {
+    Borrowed(Vec<&'a ArrayD<f32>>),
+    Owned(Mutex<Vec<Option<ArrayD<f32>>>>),
+}
+
+impl Source<'_> {
+    fn get(&self, id: WeightId) -> Vec<f32> {
+        match self {
+            Source::Borrowed(w) => w.get(id.0).map_or_else(Vec::new, |t| flat(t)),
+            Source::Owned(w) => {
+                // Taken under the lock, converted outside it.
+                let t = w.lock().ok().and_then(|mut v| v.get_mut(id.0)?.take());
+                t.map_or_else(Vec::new, into_flat)
+            }
+        }
+    }
+}
+
+/// Compile `p` with its weights (or `owned`, taken from it) for `jit`'s options.
+fn compile(
+    jit: &Jit,
+    p: &Program,
+    owned: Option<Vec<ArrayD<f32>>>,
+) -> Result<Compiled, GraphError> {
     let start = Instant::now();
-    let weights = p.weight_values(STAGE)?;
-    let weight = |id: WeightId| flat(weights[id.0]);
+    let source = match owned {
+        Some(w) => Source::Owned(Mutex::new(w.into_iter().map(Some).collect())),
+        None => Source::Borrowed(p.weight_values(STAGE)?),
+    };
+    let weight = |id: WeightId| source.get(id);
     let l = jit.lower(p);
     let threads = if jit.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -261,6 +330,7 @@ fn compile(jit: &Jit, p: &Program) -> Result<Compiled, GraphError> {
     let mut table = vec![0u64; l.descs.len()];
     let mut held: Vec<Box<dyn Any>> = Vec::new();
     let mut packed = Vec::new();
+    let mut jobs = Vec::new();
     let mut ticks = None;
     // A boxed descriptor's address goes in the table; the box is held, so
     // it stays put for as long as the code may read it.
@@ -287,52 +357,15 @@ fn compile(jit: &Jit, p: &Program) -> Result<Compiled, GraphError> {
                 ticks = Some(t);
                 addr
             }
-            (Desc::Conv { strategy, .. }, Some(s)) => {
-                hold(&mut held, conv_desc(s, &weight, sp, info, strategy)?)
-            }
-            (Desc::BlockedConv { .. }, Some(s)) => {
-                let Kind::Conv {
-                    weight: w,
-                    epilogue,
-                    geom,
-                } = &s.kind
-                else {
-                    return Err(s.error(STAGE, "a blocked conv that is not a conv"));
-                };
-                let g = strategy::blocked_geom(p, s)
-                    .ok_or_else(|| s.error(STAGE, "no blocked geometry"))?;
-                let store = store
-                    .as_mut()
-                    .ok_or_else(|| s.error(STAGE, "no weight store"))?;
-                let bias = epilogue.bias.map(weight);
-                let conv =
-                    blocked::Conv::pack(g, &weight(*w), bias, epilogue.relu, jit.kernels, store)
-                        .ok_or_else(|| s.error(STAGE, "the weight store is full"))?;
-                packed.push((slot, info, geom.n, conv));
+            (
+                Desc::Conv { .. }
+                | Desc::BlockedConv { .. }
+                | Desc::WinogradConv { .. }
+                | Desc::Linear { .. },
+                Some(_),
+            ) => {
+                jobs.push(slot);
                 0
-            }
-            (Desc::Linear { .. }, Some(s)) => {
-                let Kind::Linear {
-                    n,
-                    in_features,
-                    out_features,
-                    weight: w,
-                    bias,
-                } = s.kind
-                else {
-                    return Err(s.error(STAGE, "an fc descriptor for another op"));
-                };
-                hold(
-                    &mut held,
-                    LinearDesc {
-                        shared: sp,
-                        step: info,
-                        n,
-                        f: in_features,
-                        a: PackedA::pack(&weight(w), out_features, in_features),
-                        bias: bias.map(weight),
-                    },
-                )
             }
             (Desc::Pool { .. }, Some(s)) => {
                 let (Kind::MaxPool(g) | Kind::AvgPool(g)) = s.kind else {
@@ -412,6 +445,84 @@ fn compile(jit: &Jit, p: &Program) -> Result<Compiled, GraphError> {
             (_, None) => return Err(GraphError::new(STAGE, "a descriptor without its step")),
         };
     }
+    // The weights are packed on the team, the largest first; each tensor
+    // is freed (when given up) as soon as it is packed.
+    let size = |slot: &usize| {
+        l.descs[*slot]
+            .step()
+            .and_then(|k| match &p.steps[k].kind {
+                Kind::Conv { weight, .. } | Kind::Linear { weight, .. } => p
+                    .weights
+                    .get(weight.0)
+                    .map(|w| w.shape.iter().product::<usize>()),
+                _ => None,
+            })
+            .unwrap_or(0)
+    };
+    jobs.sort_by_key(|s| std::cmp::Reverse(size(s)));
+    let floats: Vec<usize> = jobs
+        .iter()
+        .filter_map(|&slot| match l.descs[slot] {
+            Desc::BlockedConv { step } => strategy::blocked_geom(p, &p.steps[step]),
+            _ => None,
+        })
+        .map(|g| blocked::floats(&g))
+        .collect();
+    let mut regions = match store.as_mut() {
+        Some(st) => st
+            .regions(&floats)
+            .ok_or_else(|| GraphError::new(STAGE, "the weight store is full"))?,
+        None => Vec::new(),
+    }
+    .into_iter();
+    type Input<'a> = Mutex<Option<(usize, Option<blocked::Region<'a>>)>>;
+    let inputs: Vec<Input> = jobs
+        .iter()
+        .map(|&slot| {
+            let region = match l.descs[slot] {
+                Desc::BlockedConv { .. } => regions.next(),
+                _ => None,
+            };
+            Mutex::new(Some((slot, region)))
+        })
+        .collect();
+    let outputs: Vec<Mutex<Option<Built>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
+    let at = Shareable(sp);
+    shared.team.run(jobs.len(), &|i| {
+        let Some((slot, mut region)) = inputs[i].lock().ok().and_then(|mut v| v.take()) else {
+            return;
+        };
+        let d = l.descs[slot];
+        let built = d
+            .step()
+            .map(|k| &p.steps[k])
+            .ok_or_else(|| GraphError::new(STAGE, "a descriptor without its step"))
+            .and_then(|s| {
+                let info = d.step().map_or(0, |k| info_of[k]);
+                build(jit, p, s, d, info, at, &weight, region.as_mut())
+            });
+        if let Ok(mut out) = outputs[i].lock() {
+            *out = Some(Built(slot, built));
+        }
+    });
+    for out in outputs {
+        let Some(Built(slot, built)) = out.into_inner().ok().flatten() else {
+            return Err(GraphError::new(
+                STAGE,
+                "a weight packing task did not finish",
+            ));
+        };
+        table[slot] = match built? {
+            Packing::Table { addr, held: b } => {
+                held.push(b);
+                addr
+            }
+            Packing::Blocked { info, n, conv } => {
+                packed.push((slot, info, n, *conv));
+                0
+            }
+        };
+    }
     // Every conv is packed: the store is shared from here on, read only.
     if let Some(store) = store.take() {
         let store = Arc::new(store);
@@ -451,6 +562,124 @@ fn compile(jit: &Jit, p: &Program) -> Result<Compiled, GraphError> {
         compile_time: start.elapsed(),
         threads,
         shared,
+    })
+}
+
+/// The network's shared state, as packing tasks hold it (only its address
+/// is read: it goes into the descriptors).
+#[derive(Clone, Copy)]
+struct Shareable(*const Shared);
+
+// SAFETY: the pointer is only copied into descriptors, not dereferenced
+// while the weights are packed.
+unsafe impl Send for Shareable {}
+// SAFETY: as for Send.
+unsafe impl Sync for Shareable {}
+
+/// What packing one step's weights made.
+enum Packing {
+    /// A descriptor: its address for the table, and the box that holds it.
+    Table { addr: u64, held: Box<dyn Any> },
+    /// A blocked conv, bound to the store once every conv is packed.
+    Blocked {
+        info: usize,
+        n: usize,
+        conv: Box<blocked::Packed>,
+    },
+}
+
+/// A packing task's result, for the descriptor table's `slot`.
+struct Built(usize, Result<Packing, GraphError>);
+
+// SAFETY: a result moves once, from the task that made it to the thread
+// that assembles the table; its pointers (to the shared state and the
+// store) are not dereferenced on the way.
+unsafe impl Send for Built {}
+
+/// A boxed descriptor, and its address.
+fn table_entry<T: 'static>(v: T) -> Packing {
+    let b = Box::new(v);
+    let addr = &*b as *const T as u64;
+    Packing::Table { addr, held: b }
+}
+
+/// A conv step on blocked maps: its weight, epilogue, batch and geometry.
+fn on_blocked_maps<'a>(
+    p: &Program,
+    s: &'a Step,
+) -> Result<(WeightId, &'a Epilogue, usize, blocked::Geom), GraphError> {
+    let Kind::Conv {
+        weight,
+        epilogue,
+        geom,
+    } = &s.kind
+    else {
+        return Err(s.error(STAGE, "a conv descriptor for another op"));
+    };
+    let g = strategy::blocked_geom(p, s).ok_or_else(|| s.error(STAGE, "no blocked geometry"))?;
+    Ok((*weight, epilogue, geom.n, g))
+}
+
+/// Pack step `s`'s weights for descriptor `d` (`region`: a blocked conv's
+/// part of the store).
+#[allow(clippy::too_many_arguments)]
+fn build(
+    jit: &Jit,
+    p: &Program,
+    s: &Step,
+    d: Desc,
+    info: usize,
+    shared: Shareable,
+    weight: &(dyn Fn(WeightId) -> Vec<f32> + Sync),
+    region: Option<&mut blocked::Region>,
+) -> Result<Packing, GraphError> {
+    let sp = shared.0;
+    Ok(match d {
+        Desc::Conv { strategy, .. } => table_entry(conv_desc(s, weight, sp, info, strategy)?),
+        Desc::BlockedConv { .. } => {
+            let (w, epilogue, n, g) = on_blocked_maps(p, s)?;
+            let region = region.ok_or_else(|| s.error(STAGE, "no room in the weight store"))?;
+            let bias = epilogue.bias.map(weight);
+            let conv = blocked::Conv::pack(g, &weight(w), bias, epilogue.relu, jit.kernels, region)
+                .ok_or_else(|| s.error(STAGE, "the weight store is full"))?;
+            Packing::Blocked {
+                info,
+                n,
+                conv: Box::new(conv),
+            }
+        }
+        Desc::WinogradConv { .. } => {
+            let (w, epilogue, n, g) = on_blocked_maps(p, s)?;
+            let bias = epilogue.bias.map(weight);
+            let conv = winograd::Conv::pack(g, n, &weight(w), bias, epilogue.relu, jit.kernels)
+                .ok_or_else(|| s.error(STAGE, "not a Winograd conv"))?;
+            table_entry(runtime::WinogradConvDesc {
+                shared: sp,
+                step: info,
+                conv,
+            })
+        }
+        Desc::Linear { .. } => {
+            let Kind::Linear {
+                n,
+                in_features,
+                out_features,
+                weight: w,
+                bias,
+            } = s.kind
+            else {
+                return Err(s.error(STAGE, "an fc descriptor for another op"));
+            };
+            table_entry(LinearDesc {
+                shared: sp,
+                step: info,
+                n,
+                f: in_features,
+                a: PackedA::pack(&weight(w), out_features, in_features),
+                bias: bias.map(weight),
+            })
+        }
+        _ => return Err(s.error(STAGE, "no weights to pack for this descriptor")),
     })
 }
 

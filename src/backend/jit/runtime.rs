@@ -194,10 +194,12 @@ unsafe fn conv_batch(
                 },
             }
         }
-        ConvStrategy::Im2col | ConvStrategy::Blocked => gemm::BSource::Im2col {
-            x,
-            geom: geom(d, d.g.c, x_image),
-        },
+        ConvStrategy::Im2col | ConvStrategy::Blocked | ConvStrategy::Winograd => {
+            gemm::BSource::Im2col {
+                x,
+                geom: geom(d, d.g.c, x_image),
+            }
+        }
     };
     let epi = Epilogue {
         bias: d.bias.as_ref().map(|v| v.as_ptr()),
@@ -293,10 +295,12 @@ unsafe fn conv_one(
                 images: gemm::Images::one(n_pix),
             }
         }
-        ConvStrategy::Im2col | ConvStrategy::Blocked => gemm::BSource::Im2col {
-            x: xg,
-            geom: geom(d, cg, 0),
-        },
+        ConvStrategy::Im2col | ConvStrategy::Blocked | ConvStrategy::Winograd => {
+            gemm::BSource::Im2col {
+                x: xg,
+                geom: geom(d, cg, 0),
+            }
+        }
     };
     let out_b = out.wrapping_add((b * d.g.o + g * og) * n_pix);
     let (rc, rh, rw) = d.res_chw;
@@ -604,6 +608,30 @@ pub unsafe extern "C" fn rt_conv_blocked(
     // SAFETY: the caller's arena pointers hold the conv's maps.
     shared.guard(d.step, || unsafe {
         d.conv.run(d.n, x, res, out, &shared.team)
+    });
+}
+
+pub struct WinogradConvDesc {
+    pub shared: *const Shared,
+    pub step: usize,
+    pub conv: super::winograd::Conv,
+}
+
+/// # Safety
+/// As [`rt_conv_blocked`].
+pub unsafe extern "C" fn rt_conv_winograd(
+    d: *const WinogradConvDesc,
+    x: *const f32,
+    res: *const f32,
+    out: *mut f32,
+) {
+    // SAFETY: the descriptor and its network's shared state are live.
+    let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    // SAFETY: one kernel runs at a time, and the scratch was sized for this
+    // conv's transforms (`lower`); the arena pointers hold its maps.
+    shared.guard(d.step, || unsafe {
+        let scratch = (*shared.scratch.get()).as_mut_ptr();
+        d.conv.run(x, res, out, scratch, &shared.team)
     });
 }
 

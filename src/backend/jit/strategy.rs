@@ -4,7 +4,7 @@
 use crate::backend::program::{ConvGeom, Kind, Program, Residual, Step};
 use crate::backend::Strategy;
 
-use super::blocked;
+use super::{blocked, winograd};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvStrategy {
@@ -20,11 +20,16 @@ pub enum ConvStrategy {
     /// every conv direct; the default where the network allows it
     /// (channels in multiples of 16, no groups: [`blocked_layout`]).
     Blocked,
+    /// Winograd F(4x4, 3x3) for stride-1 3x3 convs on blocked maps
+    /// (`winograd.rs`); forced, every eligible conv takes it, else
+    /// [`winograd_rule`] picks it per layer.
+    Winograd,
 }
 
 /// Every strategy, as `--conv-strategy` names them.
 pub const ALL: &[ConvStrategy] = &[
     ConvStrategy::Blocked,
+    ConvStrategy::Winograd,
     ConvStrategy::Direct1x1,
     ConvStrategy::Strided1x1,
     ConvStrategy::Im2col,
@@ -42,6 +47,7 @@ impl ConvStrategy {
             ConvStrategy::Strided1x1 => Strategy::Strided1x1,
             ConvStrategy::Im2col => Strategy::Im2col,
             ConvStrategy::Blocked => Strategy::Blocked,
+            ConvStrategy::Winograd => Strategy::Winograd,
         }
     }
 
@@ -56,7 +62,7 @@ impl ConvStrategy {
             ConvStrategy::Direct1x1 => g.kernel == 1 && g.stride == 1 && g.pad == 0,
             ConvStrategy::Strided1x1 => g.kernel == 1 && g.pad == 0,
             ConvStrategy::Im2col => true,
-            ConvStrategy::Blocked => false,
+            ConvStrategy::Blocked | ConvStrategy::Winograd => false,
         }
     }
 }
@@ -114,6 +120,27 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Whether a conv on blocked maps of geometry `g` over `n` images runs as
+/// Winograd: where eligible, when forced; by default where it measured
+/// faster than the direct kernel (`benches/winograd_rule.py`): enough tiles
+/// that the 4x larger weights are read for many of them.
+pub fn winograd_rule(g: &blocked::Geom, n: usize, forced: Option<ConvStrategy>) -> bool {
+    if !winograd::eligible(g) {
+        return false;
+    }
+    match forced {
+        Some(ConvStrategy::Winograd) => true,
+        Some(_) => false,
+        None => winograd::tiles(g, n) >= WINOGRAD_MIN_TILES,
+    }
+}
+
+/// The fewest tiles for which the rule picks Winograd. ResNet-18 on this
+/// project's AVX2 machine, Winograd's time over the direct kernel's
+/// (`benches/winograd_rule.py`, 2026-12-01): 4 tiles (7x7, batch 1) 1.24-1.32,
+/// 8 tiles 0.68-0.79, 16 and more 0.36-0.74.
+pub const WINOGRAD_MIN_TILES: usize = 8;
 
 /// A conv step's geometry on blocked maps (its input planar if it is the
 /// network's input); `None` for other steps.
@@ -202,5 +229,30 @@ mod tests {
         for s in ALL {
             assert_eq!(ConvStrategy::from_name(s.name()), Some(*s));
         }
+    }
+
+    #[test]
+    fn winograd_takes_the_stride_one_3x3s_with_enough_tiles() {
+        let g = |side: usize, stride: usize| blocked::Geom {
+            c: 64,
+            h: side,
+            w: side,
+            o: 64,
+            kernel: 3,
+            stride,
+            pad: 1,
+            oh: side.div_ceil(stride),
+            ow: side.div_ceil(stride),
+            input: blocked::Input::Blocked,
+        };
+        // 7x7 is 2x2 tiles: 4 at batch 1, 8 at batch 2.
+        assert!(!winograd_rule(&g(7, 1), 1, None));
+        assert!(winograd_rule(&g(7, 1), 2, None));
+        assert!(winograd_rule(&g(56, 1), 1, None));
+        assert!(!winograd_rule(&g(56, 2), 8, None));
+        // Forced either way, where eligible.
+        assert!(winograd_rule(&g(7, 1), 1, Some(ConvStrategy::Winograd)));
+        assert!(!winograd_rule(&g(56, 1), 8, Some(ConvStrategy::Blocked)));
+        assert!(!winograd_rule(&g(56, 2), 8, Some(ConvStrategy::Winograd)));
     }
 }

@@ -5,9 +5,10 @@
 use std::arch::x86_64::*;
 
 use super::epilogue::{self, Lanes};
-use super::{Blocked, Gemm, Kernels, Peak};
+use super::{Blocked, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::TileArgs;
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
+use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
     name: "avx2",
@@ -23,6 +24,10 @@ pub static KERNELS: Kernels = Kernels {
         max_width: |_| 6,
         tile: blocked_tile,
         prefetches: false,
+    },
+    winograd: Winograd {
+        input: winograd_input,
+        output: winograd_output,
     },
     peak: Peak {
         flops_per_iter: 12 * 8 * 2,
@@ -79,6 +84,16 @@ unsafe impl Lanes for V {
     unsafe fn add(self, o: V) -> V {
         // SAFETY: AVX is available.
         V(unsafe { _mm256_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: V) -> V {
+        // SAFETY: AVX is available.
+        V(unsafe { _mm256_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, s: f32, acc: V) -> V {
+        // SAFETY: FMA is available.
+        V(unsafe { _mm256_fmadd_ps(self.0, _mm256_set1_ps(s), acc.0) })
     }
     #[inline(always)]
     unsafe fn relu(self) -> V {
@@ -240,4 +255,20 @@ unsafe fn tile<const W: usize, const S: usize>(t: &TileArgs) {
             }
         }
     }
+}
+
+/// # Safety
+/// As [`winograd::input_row`]; AVX2 and FMA are available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn winograd_input(r: &InputRow) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { winograd::input_row::<V>(r) }
+}
+
+/// # Safety
+/// As [`winograd::output_row`]; AVX2 and FMA are available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn winograd_output(r: &OutputRow) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { winograd::output_row::<V>(r) }
 }

@@ -6,9 +6,10 @@
 use std::arch::x86_64::*;
 
 use super::epilogue::{self, Lanes};
-use super::{Blocked, BlockedTile, Gemm, Kernels, Peak};
+use super::{Blocked, BlockedTile, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::{Tap, TileArgs, BLOCK};
 use crate::backend::jit::gemm::{self, Acc, ConvGeom, Epilogue, Tile, MR, NR};
+use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
     name: "avx512",
@@ -24,6 +25,10 @@ pub static KERNELS: Kernels = Kernels {
         max_width,
         tile: blocked_tile,
         prefetches: true,
+    },
+    winograd: Winograd {
+        input: winograd_input,
+        output: winograd_output,
     },
     peak: Peak {
         flops_per_iter: 12 * 16 * 2,
@@ -74,6 +79,16 @@ unsafe impl Lanes for V {
     unsafe fn add(self, o: V) -> V {
         // SAFETY: AVX-512F is available.
         V(unsafe { _mm512_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: V) -> V {
+        // SAFETY: AVX-512F is available.
+        V(unsafe { _mm512_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, s: f32, acc: V) -> V {
+        // SAFETY: AVX-512F is available.
+        V(unsafe { _mm512_fmadd_ps(self.0, _mm512_set1_ps(s), acc.0) })
     }
     #[inline(always)]
     unsafe fn relu(self) -> V {
@@ -465,4 +480,20 @@ unsafe fn tile<const B: usize, const W: usize, const S: usize>(t: &TileArgs) {
             }
         }
     }
+}
+
+/// # Safety
+/// As [`winograd::input_row`]; AVX-512F is available.
+#[target_feature(enable = "avx512f")]
+unsafe fn winograd_input(r: &InputRow) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { winograd::input_row::<V>(r) }
+}
+
+/// # Safety
+/// As [`winograd::output_row`]; AVX-512F is available.
+#[target_feature(enable = "avx512f")]
+unsafe fn winograd_output(r: &OutputRow) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { winograd::output_row::<V>(r) }
 }

@@ -40,6 +40,14 @@ pub unsafe trait Lanes: Copy {
     /// # Safety
     /// The CPU has the set's features.
     unsafe fn add(self, other: Self) -> Self;
+    /// # Safety
+    /// The CPU has the set's features.
+    unsafe fn sub(self, other: Self) -> Self;
+    /// `self * s + acc`, fused where the set has FMA.
+    ///
+    /// # Safety
+    /// The CPU has the set's features.
+    unsafe fn mul_add(self, s: f32, acc: Self) -> Self;
     /// `max(v, 0)` lane by lane, NaN kept (PyTorch's ReLU).
     ///
     /// # Safety
@@ -84,6 +92,14 @@ unsafe impl Lanes for f32 {
     #[inline(always)]
     unsafe fn add(self, other: f32) -> f32 {
         self + other
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: f32) -> f32 {
+        self - other
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, s: f32, acc: f32) -> f32 {
+        self * s + acc
     }
     #[inline(always)]
     unsafe fn relu(self) -> f32 {

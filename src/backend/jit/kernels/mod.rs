@@ -14,6 +14,7 @@ pub mod portable;
 
 use super::blocked::TileArgs;
 use super::gemm::{Acc, ConvGeom, Epilogue, Tile};
+use super::winograd::{InputRow, OutputRow};
 
 /// The selection of a one-block tile `$tile::<W, S>` by width (1 to 6)
 /// and input step, for sets whose tiles hold one block.
@@ -76,6 +77,12 @@ pub struct Blocked {
     pub prefetches: bool,
 }
 
+/// The Winograd F(4x4, 3x3) transforms of a set (`winograd.rs`: the frame).
+pub struct Winograd {
+    pub input: unsafe fn(&InputRow),
+    pub output: unsafe fn(&OutputRow),
+}
+
 /// A register-only FMA loop, for the peak `bench` measures.
 pub struct Peak {
     /// Flops of one iteration.
@@ -93,6 +100,7 @@ pub struct Kernels {
     pub supported: fn() -> bool,
     pub gemm: Gemm,
     pub blocked: Blocked,
+    pub winograd: Winograd,
     pub peak: Peak,
 }
 

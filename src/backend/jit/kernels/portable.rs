@@ -3,9 +3,10 @@
 //! the SIMD sets are tested against.
 
 use super::epilogue::{self, Lanes};
-use super::{Blocked, Gemm, Kernels, Peak};
+use super::{Blocked, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::{TileArgs, BLOCK};
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
+use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
     name: "portable",
@@ -21,6 +22,10 @@ pub static KERNELS: Kernels = Kernels {
         max_width: |_| 6,
         tile: blocked_tile,
         prefetches: false,
+    },
+    winograd: Winograd {
+        input: winograd_input,
+        output: winograd_output,
     },
     peak: Peak {
         flops_per_iter: 16 * 2,
@@ -67,6 +72,22 @@ unsafe impl Lanes for F32x8 {
         let mut v = self.0;
         for (a, b) in v.iter_mut().zip(o.0) {
             *a += b;
+        }
+        F32x8(v)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: F32x8) -> F32x8 {
+        let mut v = self.0;
+        for (a, b) in v.iter_mut().zip(o.0) {
+            *a -= b;
+        }
+        F32x8(v)
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, s: f32, acc: F32x8) -> F32x8 {
+        let mut v = acc.0;
+        for (a, b) in v.iter_mut().zip(self.0) {
+            *a += b * s;
         }
         F32x8(v)
     }
@@ -175,4 +196,18 @@ unsafe fn tile<const W: usize, const S: usize>(t: &TileArgs) {
             }
         }
     }
+}
+
+/// # Safety
+/// As [`winograd::input_row`].
+unsafe fn winograd_input(r: &InputRow) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { winograd::input_row::<F32x8>(r) }
+}
+
+/// # Safety
+/// As [`winograd::output_row`].
+unsafe fn winograd_output(r: &OutputRow) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { winograd::output_row::<F32x8>(r) }
 }

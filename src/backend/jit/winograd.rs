@@ -1,0 +1,659 @@
+//! Winograd F(4x4, 3x3) for stride-1 3x3 convs on channel-blocked maps
+//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+//! 2016): 36 multiplications for 16 outputs where direct convolution takes
+//! 144, at the price of transforms and 4x the weights.
+//!
+//! Three phases, each split over the team:
+//! 1. the input transform: each 6x6 input tile (stride 4, zero outside the
+//!    map) becomes 36 vectors `B^T d B`, one per Winograd element `e`,
+//!    stored as 36 blocked "maps" whose pixels are the tiles of every image;
+//! 2. 36 GEMMs, one per element: `M_e = U_e V_e`, run by the kernel set's
+//!    blocked tile as a 1x1 conv over the tiles (the weights `U = G g G^T`
+//!    were transformed at compile time);
+//! 3. the output transform `A^T m A` of each tile, with the fused epilogue
+//!    (bias, residual, ReLU) as it is stored.
+//!
+//! This is the frame; the transforms are written once over [`Lanes`] and
+//! stamped into each kernel set, as the epilogue is.
+
+use super::blocked::{Geom, Input, Tap, TileArgs, BLOCK};
+use super::kernels::epilogue::{self, Lanes};
+use super::kernels::Kernels;
+use super::team::{TaskPtr, Team};
+
+/// Output pixels a tile side.
+pub const OUT: usize = 4;
+/// Input pixels a tile side.
+pub const IN: usize = 6;
+/// Winograd elements per tile.
+pub const ELEMENTS: usize = IN * IN;
+
+/// `G x` for one column of 3 (16 lanes): the weight transform `U = G g G^T`
+/// with `G` (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+/// 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
+fn g_col(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; IN] {
+    let mut out = [[0.0f32; BLOCK]; IN];
+    for l in 0..BLOCK {
+        let (a, b, c) = (x[0][l], x[1][l], x[2][l]);
+        let (s, t, u) = (a + c, a / 24.0 + c / 6.0, b / 12.0);
+        out[0][l] = a / 4.0;
+        out[1][l] = -(s + b) / 6.0;
+        out[2][l] = -(s - b) / 6.0;
+        out[3][l] = t + u;
+        out[4][l] = t - u;
+        out[5][l] = c;
+    }
+    out
+}
+
+/// Whether a conv of geometry `g` can run as Winograd F(4x4, 3x3).
+pub fn eligible(g: &Geom) -> bool {
+    g.kernel == 3
+        && g.stride == 1
+        && g.pad <= 2
+        && g.input == Input::Blocked
+        && g.c.is_multiple_of(BLOCK)
+        && g.o.is_multiple_of(BLOCK)
+        && g.oh + 2 == g.h + 2 * g.pad
+        && g.ow + 2 == g.w + 2 * g.pad
+        && g.oh > 0
+        && g.ow > 0
+}
+
+/// Tiles of `n` images of geometry `g`.
+pub fn tiles(g: &Geom, n: usize) -> usize {
+    n * g.oh.div_ceil(OUT) * g.ow.div_ceil(OUT)
+}
+
+/// Floats of scratch a run over `n` images needs: the transformed input
+/// and the GEMMs' output, both 36 per tile and channel.
+pub fn scratch_len(g: &Geom, n: usize) -> usize {
+    ELEMENTS * tiles(g, n) * (g.c + g.o)
+}
+
+/// Floats of transformed weights.
+pub fn weight_len(g: &Geom) -> usize {
+    ELEMENTS * g.c * g.o
+}
+
+/// A row of tiles for the input transform: tile `tx` reads the 6x6 pixels
+/// from (`y0`, `x0 + 4 tx`) of one block's map (`h x w x 16`), zero outside
+/// it, and writes element `e` of its 16 channels at `dst + e * e_stride +
+/// 16 tx`.
+pub struct InputRow {
+    pub x: *const f32,
+    pub h: usize,
+    pub w: usize,
+    pub y0: isize,
+    pub x0: isize,
+    pub tiles: usize,
+    pub dst: *mut f32,
+    pub e_stride: usize,
+}
+
+/// A row of tiles for the output transform: tile `tx` reads element `e` at
+/// `m + e * e_stride + 16 tx` and writes `relu?(A^T m A + bias + res)` to the
+/// pixels from (`y0`, `4 tx`) of one block's output map (`h x w x 16`) that
+/// lie inside it. `res` is null or laid out as `out` (it may be `out`).
+pub struct OutputRow {
+    pub m: *const f32,
+    pub e_stride: usize,
+    pub bias: *const f32,
+    pub res: *const f32,
+    pub out: *mut f32,
+    pub relu: bool,
+    pub h: usize,
+    pub w: usize,
+    pub y0: usize,
+    pub tiles: usize,
+}
+
+/// `B^T d` over one axis: six values `d[i * s]` to six.
+#[inline(always)]
+unsafe fn bt<L: Lanes>(d: [L; IN]) -> [L; IN] {
+    // SAFETY: lane arithmetic; the features are the caller's.
+    unsafe {
+        let [d0, d1, d2, d3, d4, d5] = d;
+        [
+            d2.mul_add(-5.0, d0.mul_add(4.0, d4)),
+            d1.add(d2).mul_add(-4.0, d3.add(d4)),
+            d1.sub(d2).mul_add(4.0, d4.sub(d3)),
+            d1.sub(d3).mul_add(-2.0, d4.sub(d2)),
+            d1.sub(d3).mul_add(2.0, d4.sub(d2)),
+            d3.mul_add(-5.0, d1.mul_add(4.0, d5)),
+        ]
+    }
+}
+
+/// `A^T m` over one axis: six values to four.
+#[inline(always)]
+unsafe fn at<L: Lanes>(m: [L; IN]) -> [L; OUT] {
+    // SAFETY: lane arithmetic; the features are the caller's.
+    unsafe {
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let (s12, d12, s34, d34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
+        [
+            m0.add(s12).add(s34),
+            d34.mul_add(2.0, d12),
+            s34.mul_add(4.0, s12),
+            d34.mul_add(8.0, d12).add(m5),
+        ]
+    }
+}
+
+/// The input transform of a row of tiles, `L::N` channels at a time.
+///
+/// # Safety
+/// The row's pointers hold what [`InputRow`] says; the CPU has `L`'s features.
+#[inline(always)]
+pub unsafe fn input_row<L: Lanes>(r: &InputRow) {
+    for tx in 0..r.tiles {
+        let x0 = r.x0 + (OUT * tx) as isize;
+        for lane in (0..BLOCK).step_by(L::N) {
+            // SAFETY: only pixels inside the map are read; the caller's
+            // destination holds 36 elements of this tile.
+            unsafe {
+                let mut d = [[L::splat(0.0); IN]; IN];
+                for (i, row) in d.iter_mut().enumerate() {
+                    let y = r.y0 + i as isize;
+                    if y < 0 || y >= r.h as isize {
+                        continue;
+                    }
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let xx = x0 + j as isize;
+                        if xx >= 0 && xx < r.w as isize {
+                            let at = (y as usize * r.w + xx as usize) * BLOCK + lane;
+                            *v = L::load(r.x.add(at));
+                        }
+                    }
+                }
+                // Columns first (B^T d), then rows (.. B).
+                let mut t = [[L::splat(0.0); IN]; IN];
+                for j in 0..IN {
+                    let col = bt([d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]]);
+                    for i in 0..IN {
+                        t[i][j] = col[i];
+                    }
+                }
+                for (i, row) in t.iter().enumerate() {
+                    let v = bt(*row);
+                    for (j, v) in v.iter().enumerate() {
+                        let e = i * IN + j;
+                        v.store(r.dst.add(e * r.e_stride + tx * BLOCK + lane));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output transform and epilogue of a row of tiles, `L::N` channels at
+/// a time.
+///
+/// # Safety
+/// The row's pointers hold what [`OutputRow`] says; the CPU has `L`'s features.
+#[inline(always)]
+pub unsafe fn output_row<L: Lanes>(r: &OutputRow) {
+    for tx in 0..r.tiles {
+        for lane in (0..BLOCK).step_by(L::N) {
+            // SAFETY: the caller's elements are read; only output pixels
+            // inside the map are written (and their residuals read first).
+            unsafe {
+                let mut m = [[L::splat(0.0); IN]; IN];
+                for (i, row) in m.iter_mut().enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let e = i * IN + j;
+                        *v = L::load(r.m.add(e * r.e_stride + tx * BLOCK + lane));
+                    }
+                }
+                let mut t = [[L::splat(0.0); IN]; OUT];
+                for j in 0..IN {
+                    let col = at([m[0][j], m[1][j], m[2][j], m[3][j], m[4][j], m[5][j]]);
+                    for i in 0..OUT {
+                        t[i][j] = col[i];
+                    }
+                }
+                let bias = if r.bias.is_null() {
+                    L::splat(0.0)
+                } else {
+                    L::load(r.bias.add(lane))
+                };
+                for (i, row) in t.iter().enumerate() {
+                    let y = r.y0 + i;
+                    if y >= r.h {
+                        break;
+                    }
+                    let v = at(*row);
+                    for (j, &v) in v.iter().enumerate() {
+                        let xx = OUT * tx + j;
+                        if xx >= r.w {
+                            break;
+                        }
+                        let p = (y * r.w + xx) * BLOCK + lane;
+                        let res = (!r.res.is_null()).then(|| L::load(r.res.add(p)));
+                        epilogue::apply(v, bias, res, r.relu).store(r.out.add(p));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A Winograd conv, its weights transformed, for `n` images.
+pub struct Conv {
+    g: Geom,
+    n: usize,
+    kernels: &'static Kernels,
+    /// `U`, as `[e][output block][c][16]`: each GEMM's weights in the order
+    /// the blocked tile reads them.
+    u: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    relu: bool,
+    /// One tap per input channel: where it is in a transformed block map.
+    taps: Vec<Tap>,
+}
+
+impl Conv {
+    /// Transform `weight` (`o x c x 3 x 3`, row-major) for `g`, `n` images;
+    /// the epilogue adds `bias` and applies ReLU if `relu`. `None` if `g`
+    /// is not [`eligible`] or the weights are not `o x c x 3 x 3`.
+    pub fn pack(
+        g: Geom,
+        n: usize,
+        weight: &[f32],
+        bias: Option<Vec<f32>>,
+        relu: bool,
+        kernels: &'static Kernels,
+    ) -> Option<Conv> {
+        if !eligible(&g) || weight.len() != g.o * g.c * 9 {
+            return None;
+        }
+        let blocks = g.o / BLOCK;
+        let mut u = vec![0.0f32; weight_len(&g)];
+        // 16 output channels at a time, as lanes: `G g G^T` is separable,
+        // and G's rows share terms (see `g_col`).
+        for ob in 0..blocks {
+            for c in 0..g.c {
+                let mut w = [[[0.0f32; BLOCK]; 3]; 3];
+                for (l, o) in (ob * BLOCK..(ob + 1) * BLOCK).enumerate() {
+                    for (k, &v) in weight[(o * g.c + c) * 9..][..9].iter().enumerate() {
+                        w[k / 3][k % 3][l] = v;
+                    }
+                }
+                // Columns: G g (6 x 3), then rows: (G g) G^T (6 x 6).
+                let cols = [0, 1, 2].map(|j| g_col([w[0][j], w[1][j], w[2][j]]));
+                for (i, ((c0, c1), c2)) in cols[0].iter().zip(&cols[1]).zip(&cols[2]).enumerate() {
+                    let row = g_col([*c0, *c1, *c2]);
+                    for (j, v) in row.iter().enumerate() {
+                        let e = i * IN + j;
+                        u[((e * blocks + ob) * g.c + c) * BLOCK..][..BLOCK].copy_from_slice(v);
+                    }
+                }
+            }
+        }
+        let t = tiles(&g, n);
+        let taps = (0..g.c)
+            .map(|c| Tap {
+                x: ((c / BLOCK) * t * BLOCK + c % BLOCK) as i32,
+                k: c as u32,
+            })
+            .collect();
+        Some(Conv {
+            g,
+            n,
+            kernels,
+            u,
+            bias,
+            relu,
+            taps,
+        })
+    }
+
+    /// Bytes of transformed weights held.
+    pub fn weight_bytes(&self) -> usize {
+        4 * self.u.len()
+    }
+
+    /// `out = relu?(conv(x) + bias + res)` for the conv's images, on `team`.
+    ///
+    /// # Safety
+    /// `x` holds the input maps, `out` (and `res`, unless null) the output
+    /// maps, blocked; `res` may be `out`. `scratch` holds
+    /// [`scratch_len`] floats that nothing else uses meanwhile.
+    pub unsafe fn run(
+        &self,
+        x: *const f32,
+        res: *const f32,
+        out: *mut f32,
+        scratch: *mut f32,
+        team: &Team,
+    ) {
+        let g = &self.g;
+        let (th, tw) = (g.oh.div_ceil(OUT), g.ow.div_ceil(OUT));
+        let t = tiles(g, self.n);
+        let (cb, ob) = (g.c / BLOCK, g.o / BLOCK);
+        let w = &self.kernels.winograd;
+        // SAFETY: the scratch's first part is V, the rest M (scratch_len).
+        let (v, m) = unsafe { (scratch, scratch.add(ELEMENTS * t * g.c)) };
+        let chunks = |rows: usize| rows.min(8 * team.size());
+
+        let t_0 = std::time::Instant::now();
+        // 1. V[e][cb][tile][16]: tasks own disjoint (image, block, tile row)s.
+        // SAFETY: tasks read x and write disjoint parts of V.
+        let (xp, vp) = unsafe { (TaskPtr::reading(x), TaskPtr::new(v)) };
+        let rows = self.n * cb * th;
+        let tasks = chunks(rows);
+        team.run(tasks, &|k| {
+            for r in rows * k / tasks..rows * (k + 1) / tasks {
+                let (img, rest) = (r / (cb * th), r % (cb * th));
+                let (b, ty) = (rest / th, rest % th);
+                let tile0 = (img * th + ty) * tw;
+                let row = InputRow {
+                    x: xp.get().wrapping_add(((img * cb + b) * g.h * g.w) * BLOCK),
+                    h: g.h,
+                    w: g.w,
+                    y0: (OUT * ty) as isize - g.pad as isize,
+                    x0: -(g.pad as isize),
+                    tiles: tw,
+                    dst: vp.get().wrapping_add((b * t + tile0) * BLOCK),
+                    e_stride: g.c * t,
+                };
+                // SAFETY: the row reads its image's block and writes its own tiles.
+                unsafe { (w.input)(&row) };
+            }
+        });
+
+        let t_1 = std::time::Instant::now();
+        // 2. M[e][ob][tile][16] = U_e V_e: a task per (element, output block).
+        // SAFETY: tasks read V and U and write disjoint parts of M.
+        let (vp, mp) = unsafe { (TaskPtr::reading(v), TaskPtr::new(m)) };
+        let width = (self.kernels.blocked.max_width)(1);
+        let tile_fns: Vec<_> = (1..=width)
+            .map(|wd| (self.kernels.blocked.tile)(1, wd, BLOCK))
+            .collect();
+        team.run(ELEMENTS * ob, &|k| {
+            let (e, o) = (k / ob, k % ob);
+            let wts = self.u[(k * g.c) * BLOCK..].as_ptr();
+            let x = vp.get().wrapping_add(e * g.c * t);
+            let dst = mp.get().wrapping_add((e * ob + o) * t * BLOCK);
+            let mut t0 = 0;
+            while t0 < t {
+                let wd = (t - t0).min(width);
+                let args = TileArgs {
+                    taps: &self.taps,
+                    x: x.wrapping_add(t0 * BLOCK),
+                    x_step: BLOCK,
+                    w: wts,
+                    w_step: BLOCK,
+                    bias: std::ptr::null(),
+                    res: std::ptr::null(),
+                    out: dst.wrapping_add(t0 * BLOCK),
+                    out_plane: t * BLOCK,
+                    out_step: BLOCK,
+                    relu: false,
+                    partial: std::ptr::null_mut(),
+                    partial_plane: 0,
+                    first: true,
+                    last: true,
+                    prefetch: std::ptr::null(),
+                    prefetch_lines: 0,
+                };
+                // SAFETY: wd tiles of V_e from t0 on, U_e's block `o` (c x 16),
+                // and wd tiles of M to write.
+                unsafe { tile_fns[wd - 1](&args) };
+                t0 += wd;
+            }
+        });
+
+        let t_2 = std::time::Instant::now();
+        // 3. The output: tasks own disjoint (image, block, tile row)s.
+        // SAFETY: tasks read M (and res) and write disjoint output rows.
+        let (mp, rp, op) = unsafe {
+            (
+                TaskPtr::reading(m),
+                TaskPtr::reading(res),
+                TaskPtr::new(out),
+            )
+        };
+        let bias = self.bias.as_deref();
+        let rows = self.n * ob * th;
+        let tasks = chunks(rows);
+        team.run(tasks, &|k| {
+            for r in rows * k / tasks..rows * (k + 1) / tasks {
+                let (img, rest) = (r / (ob * th), r % (ob * th));
+                let (b, ty) = (rest / th, rest % th);
+                let tile0 = (img * th + ty) * tw;
+                let map = ((img * ob + b) * g.oh * g.ow) * BLOCK;
+                let row = OutputRow {
+                    m: mp.get().wrapping_add((b * t + tile0) * BLOCK),
+                    e_stride: g.o * t,
+                    bias: bias.map_or(std::ptr::null(), |v| v[b * BLOCK..].as_ptr()),
+                    res: if rp.get().is_null() {
+                        std::ptr::null()
+                    } else {
+                        rp.get().wrapping_add(map)
+                    },
+                    out: op.get().wrapping_add(map),
+                    relu: self.relu,
+                    h: g.oh,
+                    w: g.ow,
+                    y0: OUT * ty,
+                    tiles: tw,
+                };
+                // SAFETY: the row reads its tiles of M and writes its own pixels.
+                unsafe { (w.output)(&row) };
+            }
+        });
+        if std::env::var_os("WTRACE").is_some() {
+            eprintln!(
+                "wino c{} o{} {}x{} t{}: in {:?} gemm {:?} out {:?}",
+                g.c,
+                g.o,
+                g.h,
+                g.w,
+                t,
+                t_1 - t_0,
+                t_2 - t_1,
+                t_2.elapsed()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::undocumented_unsafe_blocks)] // buffers sized for the shapes they are given
+mod tests {
+    use super::*;
+    use crate::backend::jit::blocked::{from_blocked, to_blocked};
+    use crate::backend::jit::kernels;
+
+    fn geom(c: usize, (h, w): (usize, usize), o: usize, pad: usize) -> Geom {
+        Geom {
+            c,
+            h,
+            w,
+            o,
+            kernel: 3,
+            stride: 1,
+            pad,
+            oh: h + 2 * pad - 2,
+            ow: w + 2 * pad - 2,
+            input: Input::Blocked,
+        }
+    }
+
+    /// The conv by its definition, planar, without an epilogue.
+    fn exact(g: &Geom, n: usize, x: &[f32], w: &[f32]) -> Vec<f64> {
+        let zeros = vec![0.0; n * g.o * g.oh * g.ow];
+        crate::backend::jit::blocked::tests::naive(g, n, x, w, &zeros[..g.o], &zeros, false)
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    }
+
+    /// Run the Winograd conv of `g` over `n` images on kernel set `ks`
+    /// (planar in and out; with bias, residual and ReLU when `epilogue`).
+    fn run(
+        g: &Geom,
+        n: usize,
+        ks: &'static Kernels,
+        x: &[f32],
+        w: &[f32],
+        epilogue: Option<(&[f32], &[f32])>,
+    ) -> Vec<f32> {
+        let team = Team::new(2).expect("threads");
+        let bias = epilogue.map(|(b, _)| b.to_vec());
+        let conv = Conv::pack(*g, n, w, bias, epilogue.is_some(), ks).expect("eligible");
+        let xb = to_blocked(x, g.c, g.h * g.w);
+        let plane = g.o * g.oh * g.ow;
+        let mut out = vec![f32::NAN; n * plane];
+        let res = epilogue.map(|(_, r)| to_blocked(r, g.o, g.oh * g.ow));
+        let mut scratch = vec![f32::NAN; scratch_len(g, n)];
+        unsafe {
+            conv.run(
+                xb.as_ptr(),
+                res.as_ref().map_or(std::ptr::null(), |r| r.as_ptr()),
+                out.as_mut_ptr(),
+                scratch.as_mut_ptr(),
+                &team,
+            )
+        };
+        from_blocked(&out, g.o, g.oh * g.ow)
+    }
+
+    fn data(len: usize, m: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919) % m) as f32 / m as f32 - 0.5)
+            .collect()
+    }
+
+    /// Largest error relative to the largest output.
+    fn error(got: &[f32], want: &[f64]) -> f64 {
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+        worst / scale.max(1e-30)
+    }
+
+    #[test]
+    fn agrees_with_the_definition_on_every_set() {
+        // Maps smaller than a tile, not a multiple of 4, pads 0 to 2.
+        for (c, hw, o, pad, n) in [
+            (16, (1, 1), 16, 1, 1),
+            (16, (3, 5), 32, 1, 2),
+            (32, (7, 7), 16, 1, 1),
+            (16, (9, 6), 48, 0, 3),
+            (48, (14, 13), 32, 2, 1),
+            (16, (4, 8), 16, 1, 2),
+        ] {
+            let g = geom(c, hw, o, pad);
+            assert!(eligible(&g), "{g:?}");
+            let x = data(n * c * hw.0 * hw.1, 101);
+            let w = data(o * c * 9, 97);
+            let want = exact(&g, n, &x, &w);
+            for ks in kernels::available() {
+                let got = run(&g, n, ks, &x, &w, None);
+                let err = error(&got, &want);
+                // F(4x4, 3x3)'s own rounding: ~1e-5 of the largest output
+                // (error_growth_on_resnet_shapes), ten times direct's.
+                assert!(err <= 3e-5, "{g:?} n={n} {}: {err:e}", ks.name);
+            }
+        }
+    }
+
+    #[test]
+    fn the_epilogue_is_the_shared_one() {
+        let (g, n) = (geom(16, (6, 5), 32, 1), 2);
+        let x = data(n * 16 * 30, 101);
+        let w = data(32 * 16 * 9, 97);
+        let bias = data(32, 13);
+        let mut res = data(n * 32 * 30, 89);
+        // A NaN residual stays NaN through the ReLU, as in PyTorch.
+        res[7] = f32::NAN;
+        let conv = exact(&g, n, &x, &w);
+        for ks in kernels::available() {
+            let got = run(&g, n, ks, &x, &w, Some((&bias, &res)));
+            for (i, (&y, &c)) in got.iter().zip(&conv).enumerate() {
+                let o = i / 30 % 32;
+                let want = epilogue::relu(c as f32 + bias[o] + res[i]);
+                if i == 7 {
+                    assert!(y.is_nan(), "{}: {y}", ks.name);
+                } else {
+                    assert!(
+                        (y - want).abs() <= 1e-5,
+                        "{} at {i}: {y} vs {want}",
+                        ks.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_stride_one_three_by_three_convs_on_blocked_maps() {
+        let g = geom(16, (8, 8), 16, 1);
+        assert!(eligible(&g));
+        assert!(!eligible(&Geom {
+            stride: 2,
+            oh: 4,
+            ow: 4,
+            ..g
+        }));
+        assert!(!eligible(&Geom {
+            input: Input::Planar,
+            ..g
+        }));
+        assert!(!eligible(&Geom { c: 8, ..g }));
+        assert!(!eligible(&Geom {
+            kernel: 5,
+            oh: 6,
+            ow: 6,
+            ..g
+        }));
+        assert!(Conv::pack(g, 1, &[0.0; 10], None, false, kernels::best()).is_none());
+    }
+
+    /// The error growth the closing note quotes: each 3x3 shape of
+    /// ResNet-50 at 224 (batch 1), Winograd and direct in f32 against f64.
+    /// `cargo test --release --lib winograd -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn error_growth_on_resnet_shapes() {
+        let ks = kernels::best();
+        println!("shape              winograd     direct (f32 sums)");
+        for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+            let g = geom(c, (hw, hw), c, 1);
+            // He-scaled weights and a unit-scale input, as in a trained net.
+            let x: Vec<f32> = data(c * hw * hw, 101).iter().map(|v| v * 3.4).collect();
+            let scale = (2.0 / (9.0 * c as f32)).sqrt() * 3.4;
+            let w: Vec<f32> = data(c * c * 9, 97).iter().map(|v| v * scale).collect();
+            let want = exact(&g, 1, &x, &w);
+            let got = run(&g, 1, ks, &x, &w, None);
+            // Direct: the same sums in f32, in the kernel's order (c, ky, kx).
+            let mut direct = vec![0.0f32; want.len()];
+            for (i, d) in direct.iter_mut().enumerate() {
+                let (o, oy, ox) = (i / (hw * hw), i / hw % hw, i % hw);
+                let mut s = 0.0f32;
+                for ci in 0..c {
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            let (iy, ix) = ((oy + ky) as isize - 1, (ox + kx) as isize - 1);
+                            if iy >= 0 && ix >= 0 && iy < hw as isize && ix < hw as isize {
+                                s += x[(ci * hw + iy as usize) * hw + ix as usize]
+                                    * w[((o * c + ci) * 3 + ky) * 3 + kx];
+                            }
+                        }
+                    }
+                }
+                *d = s;
+            }
+            println!(
+                "{c:>3} x {hw:>2}x{hw:<2}        {:.2e}     {:.2e}",
+                error(&got, &want),
+                error(&direct, &want)
+            );
+        }
+    }
+}
