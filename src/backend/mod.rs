@@ -212,6 +212,9 @@ pub struct Info {
     /// Activation arena, bytes.
     pub arena_bytes: usize,
     pub compile_time: Duration,
+    /// Where the compile time went, phase by phase (empty where a backend
+    /// does not say).
+    pub phases: Vec<(&'static str, Duration)>,
 }
 
 /// A compiled network, ready to run.

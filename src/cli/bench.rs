@@ -80,19 +80,26 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         graph: g,
         weights: Some(bound),
     };
+    let mut phases = vec![("bind weights", start.elapsed())];
+    let t = Instant::now();
     let Some(program) = super::program(module, &args.opt, &sources) else {
         return ExitCode::FAILURE;
     };
+    phases.push(("passes, lowering", t.elapsed()));
+    let t = Instant::now();
     if !super::fits(backend.as_ref(), &program, &args.memory) {
         return ExitCode::FAILURE;
     }
-    let Some(mut c) = super::compile_on(backend.as_ref(), &program, &sources) else {
+    phases.push(("memory check", t.elapsed()));
+    let name = program.name.clone();
+    let input = program.input.shape.dims().to_vec();
+    let Some(mut c) = super::compile_owned(backend.as_ref(), program, &sources) else {
         return ExitCode::FAILURE;
     };
     let compile_time = start.elapsed();
     let info = c.info();
-    let name = program.name.clone();
-    let x = ArrayD::from_shape_fn(program.input.shape.dims().to_vec(), |d| {
+    phases.extend(info.phases.iter().copied());
+    let x = ArrayD::from_shape_fn(input.clone(), |d| {
         ((d[1] * 131 + d[2] * 31 + d[3] * 7) % 255) as f32 / 128.0 - 1.0
     });
     let bar = if args.json {
@@ -130,7 +137,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bar.finish_and_clear();
     times.sort();
     let median = pct(&times, 0.5);
-    let batch = program.input.shape.batch();
+    let batch = input[0];
     let flops = 2.0 * macs as f64;
     let gflops = flops / median.as_secs_f64() / 1e9;
     let peak = c.measure_peak().unwrap_or(f64::NAN);
@@ -168,6 +175,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "microkernel": info.kernels,
             "load_ms": ms(load_time),
             "compile_ms": ms(compile_time),
+            "compile_phases_ms": phases
+                .iter()
+                .map(|(k, d)| (k.to_string(), serde_json::json!(ms(*d))))
+                .collect::<serde_json::Map<_, _>>(),
             "latency_ms": {"median": ms(median), "p10": ms(pct(&times, 0.1)), "p90": ms(pct(&times, 0.9))},
             "images_per_s": batch as f64 / median.as_secs_f64(),
             "gflops": gflops,
@@ -187,6 +198,13 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         info.kernels
     );
     println!("  compile      {:>9.1} ms  (optimize, pack weights, generate code; weights read in {:.1} ms)", ms(compile_time), ms(load_time));
+    if args.opt.time_passes {
+        let parts: Vec<String> = phases
+            .iter()
+            .map(|(k, d)| format!("{k} {:.1}", ms(*d)))
+            .collect();
+        println!("               ms: {}", parts.join(", "));
+    }
     println!(
         "  latency      {:>9.2} ms median  (p10 {:.2}, p90 {:.2}; {} runs)",
         ms(median),
@@ -238,12 +256,21 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 None => by_how.push((how, *d, s.flops)),
             }
         }
+        by_how.sort_by_key(|x| std::cmp::Reverse(x.1));
+        let all_flops: u64 = by_how.iter().map(|x| x.2).sum();
+        println!(
+            "\n  {:<16} {:>9} {:>6} {:>7} {:>9} {:>6}",
+            "by strategy", "ms", "time%", "flops%", "GFLOP/s", "peak%"
+        );
         for (how, d, f) in by_how {
+            let gf = f as f64 / d.as_secs_f64().max(1e-9) / 1e9;
             println!(
-                "  {how:<16} {:>9.2} ms {:>5.1}%  {:>7.1} GFLOP/s",
+                "  {how:<16} {:>9.2} {:>5.1}% {:>6.1}% {:>9.1} {:>5.0}%",
                 ms(d),
                 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-9),
-                f as f64 / d.as_secs_f64().max(1e-9) / 1e9
+                100.0 * f as f64 / all_flops.max(1) as f64,
+                gf,
+                100.0 * gf / peak
             );
         }
     }

@@ -290,6 +290,7 @@ impl Executable for Compiled {
             kernels: self.about.clone(),
             arena_bytes: self.arena_bytes,
             compile_time: self.compile_time,
+            phases: Vec::new(),
         }
     }
 }

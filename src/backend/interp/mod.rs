@@ -115,6 +115,7 @@ impl Executable for Compiled {
             kernels: "reference (ndarray, matrixmultiply)".into(),
             arena_bytes: 0,
             compile_time: self.compile_time,
+            phases: Vec::new(),
         }
     }
 }

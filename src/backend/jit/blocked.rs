@@ -188,18 +188,23 @@ impl Conv {
                 Input::Planar => (s / kk, s % kk / g.kernel, s % g.kernel),
             }
         };
+        // Each k-step's place in a row of `weight` (one output channel's).
+        let src_of: Vec<usize> = (0..k)
+            .map(|s| {
+                let (c, ky, kx) = step(s);
+                (c * g.kernel + ky) * g.kernel + kx
+            })
+            .collect();
         let blocks = g.o / BLOCK;
         let mut groups = Vec::new();
         for grp in 0..blocks.div_ceil(OB) {
             let nb = (blocks - grp * OB).min(OB);
             let len = k * nb * BLOCK;
             let (offset, v) = store.take(len)?;
-            for s in 0..k {
-                let (c, ky, kx) = step(s);
-                for o in 0..nb * BLOCK {
-                    let oc = grp * OB * BLOCK + o;
-                    v[s * nb * BLOCK + o] =
-                        weight[((oc * g.c + c) * g.kernel + ky) * g.kernel + kx];
+            let rows = weight.get(grp * OB * BLOCK * k..)?.get(..nb * BLOCK * k)?;
+            for (dst, &at) in v.chunks_exact_mut(nb * BLOCK).zip(&src_of) {
+                for (o, d) in dst.iter_mut().enumerate() {
+                    *d = rows[o * k + at];
                 }
             }
             groups.push((offset, len));

@@ -290,12 +290,21 @@ fn compile(
         None => Source::Borrowed(p.weight_values(STAGE)?),
     };
     let weight = |id: WeightId| source.get(id);
+    let mut phases = Vec::new();
+    let mut mark = {
+        let mut last = Instant::now();
+        move |name: &'static str, phases: &mut Vec<(&'static str, Duration)>| {
+            phases.push((name, last.elapsed()));
+            last = Instant::now();
+        }
+    };
     let l = jit.lower(p);
     let threads = if jit.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
         jit.threads
     };
+    mark("lower", &mut phases);
     let team =
         team::Team::new(threads).map_err(|e| GraphError::new(STAGE, format!("threads: {e}")))?;
     let shared = Box::new(Shared {
@@ -445,6 +454,7 @@ fn compile(
             (_, None) => return Err(GraphError::new(STAGE, "a descriptor without its step")),
         };
     }
+    mark("threads, store", &mut phases);
     // The weights are packed on the team, the largest first; each tensor
     // is freed (when given up) as soon as it is packed.
     let size = |slot: &usize| {
@@ -538,6 +548,7 @@ fn compile(
             );
         }
     }
+    mark("pack weights", &mut phases);
     let (mut module, (id, _)) = generate(&l, &p.name)?;
     module
         .finalize_definitions()
@@ -546,7 +557,9 @@ fn compile(
     // SAFETY: the function was built with the signature fn(i64, i64) and
     // the platform's default calling convention, which is extern "C".
     let func: unsafe extern "C" fn(*mut f32, *const u64) = unsafe { std::mem::transmute(code) };
+    mark("generate code", &mut phases);
     let arena = Arena::new(p.arena_bytes as usize)?;
+    mark("arena", &mut phases);
     Ok(Compiled {
         func,
         module: Some(module),
@@ -560,6 +573,7 @@ fn compile(
         ats: l.ats,
         kernels: jit.kernels,
         compile_time: start.elapsed(),
+        phases,
         threads,
         shared,
     })
@@ -758,6 +772,7 @@ pub struct Compiled {
     ats: Vec<At>,
     kernels: &'static Kernels,
     compile_time: Duration,
+    phases: Vec<(&'static str, Duration)>,
     threads: usize,
     shared: Box<Shared>,
 }
@@ -859,6 +874,7 @@ impl Executable for Compiled {
             kernels: self.kernels.about.to_string(),
             arena_bytes: self.arena.layout.size(),
             compile_time: self.compile_time,
+            phases: self.phases.clone(),
         }
     }
 
