@@ -196,6 +196,15 @@ fn an_unknown_option_is_refused_with_the_choices() {
         e.contains("no conv strategy `fft`") && e.contains("winograd"),
         "{e}"
     );
+    // bf16 names what it would need, and what runs instead.
+    let e = bad(Options {
+        precision: Some("bf16".into()),
+        ..Default::default()
+    });
+    assert!(
+        (e.contains("AVX512_BF16") || e.contains("no bf16 kernels")) && e.contains("runs f32"),
+        "{e}"
+    );
     let e = bad(Options {
         kernels: Some("neon".into()),
         ..Default::default()
@@ -227,15 +236,21 @@ fn blocked_maps_are_chosen_by_their_rule() {
     ] {
         assert_eq!(rule(spec, 2), Ok(()), "{spec}");
     }
-    // Unfused batch norms (scale-shifts), and option A's zero-padded
-    // shortcut, run planar.
+    // Option A's zero-padded shortcut, fused into the conv, runs blocked
+    // (the residual is built blocked first).
+    assert_eq!(rule("specs/cifar/resnet20.rn", 2), Ok(()));
+    assert_eq!(rule("specs/resnet34_a.rn", 2), Ok(()));
+    // Unfused batch norms (scale-shifts) and an unfused option A shortcut
+    // run planar; so do grouped convs.
     let why = rule("specs/resnet50.rn", 0).unwrap_err();
     assert!(
         why.contains("scale_shift") && why.contains("planar"),
         "{why}"
     );
-    let why = rule("specs/cifar/resnet20.rn", 2).unwrap_err();
-    assert!(why.contains("option A"), "{why}");
+    let why = rule("specs/cifar/resnet20.rn", 1).unwrap_err();
+    assert!(why.contains("shortcut_pad"), "{why}");
+    let why = rule("examples/resnext50_32x4d.rn", 2).unwrap_err();
+    assert!(why.contains("grouped"), "{why}");
 }
 
 #[test]
@@ -277,14 +292,22 @@ fn clif(spec: &str, level: u8) -> String {
 #[test]
 fn clif_is_emitted_without_weights_and_reads_like_the_network() {
     let text = clif("specs/cifar/resnet20.rn", 2);
-    // 19 convs and the fc call kernels; the global pool is a generated f32x4 loop.
+    // On blocked maps, 19 convs, the global pool and the fc call kernels;
+    // the 32x32 and 16x16 stages' stride-1 3x3s are Winograd ones.
     let body = &text[text.find("function ").unwrap()..];
-    assert_eq!(body.matches("call fn").count(), 20, "{text}");
-    assert!(body.contains("f32x4"), "{text}");
-    assert!(
-        text.contains("rt_conv descriptor of `layer3.2.conv2`"),
-        "{text}"
-    );
+    assert_eq!(body.matches("call fn").count(), 21, "{text}");
+    for (kernel, conv) in [
+        ("rt_conv_winograd", "layer1.0.conv1"),
+        ("rt_conv_winograd", "layer2.1.conv2"),
+        ("rt_conv_blocked", "layer2.0.conv1"),
+        ("rt_conv_blocked", "layer3.2.conv2"),
+    ] {
+        let line = format!("{kernel} descriptor of `{conv}`");
+        assert!(text.contains(&line), "{line}: {text}");
+    }
+    // Unfused (-O0), the scale-shifts are generated f32x4 loops.
+    let o0 = clif("specs/cifar/resnet20.rn", 0);
+    assert!(o0.contains("f32x4"), "{o0}");
     // Names and table slots, no addresses: the same text every time.
     assert_eq!(text, clif("specs/cifar/resnet20.rn", 2));
 }
@@ -425,6 +448,39 @@ fn a_panicking_task_is_an_error_not_a_hang() {
     }
 }
 
+/// A kernel set, a network compiled on it, and its error.
+type Run = (&'static str, Box<dyn Executable>, f32);
+
+/// `src` at `batch` on every kernel set (`strategy` forced), each run
+/// once: the set, the network and its error against the interpreter;
+/// `None` if the spec does not compile (a shape that does not fit).
+fn on_every_set(src: &str, batch: usize, strategy: Option<&str>) -> Option<Vec<Run>> {
+    let mut sources = SourceMap::new();
+    let g = compile_source(
+        "t.rn",
+        src,
+        &BuildOptions { batch, input: None },
+        &mut sources,
+    )
+    .ok()?;
+    let x = input_for(&g);
+    let (wts, want) = common::finite_run(&g, &x, 5);
+    let prog = common::program(&g, &wts, 2);
+    let runs = kernel_sets()
+        .into_iter()
+        .map(|ks| {
+            let opts = Options {
+                conv_strategy: strategy.map(Into::into),
+                ..with_kernels(ks, 2)
+            };
+            let mut c = compiled(&prog, opts);
+            let err = rel(&c.run(&x).unwrap(), &want);
+            (ks, c, err)
+        })
+        .collect();
+    Some(runs)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn tiny_spec(
     cin: usize,
@@ -537,24 +593,38 @@ proptest! {
             "stride 1\n}",
             "stride 1\n  head {\n    global_avg_pool\n    flatten\n    fc(10)\n  }\n}",
         );
-        let mut sources = SourceMap::new();
-        let Ok(g) = compile_source("t.rn", &src, &BuildOptions { batch, input: None }, &mut sources) else {
-            // A 3x3 conv larger than its padded input.
-            return Ok(());
-        };
-        let x = input_for(&g);
-        let (wts, want) = common::finite_run(&g, &x, 5);
-        let prog = common::program(&g, &wts, 2);
-        for ks in kernel_sets() {
-            let opts = Options { conv_strategy: Some("winograd".into()), ..with_kernels(ks, 2) };
-            let mut c = compiled(&prog, opts);
+        // None: a 3x3 conv larger than its padded input.
+        for (ks, c, err) in on_every_set(&src, batch, Some("winograd")).unwrap_or_default() {
             // On blocked maps (not when an identity shortcut adds the planar
             // input), every 3x3 but the first, which reads the planar input.
             let wino = convs_with(c.as_ref(), Strategy::Winograd);
             let blocked = wino + convs_with(c.as_ref(), Strategy::Blocked) > 0;
             prop_assert!(!blocked || wino >= 1, "{}: {}", src, ks);
-            let got = c.run(&x).unwrap();
-            prop_assert!(rel(&got, &want) <= 1e-4, "{} {}: {:e}", src, ks, rel(&got, &want));
+            prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
+        }
+    }
+
+    /// Option A on blocked maps: a stem, then a stage whose first block
+    /// pads its shortcut (more channels, a stride), as the paper's CIFAR
+    /// nets do; every conv blocked or Winograd, the residual built blocked.
+    #[test]
+    fn random_option_a_blocks_agree(
+        c1 in prop::sample::select(vec![16usize, 32]), extra in prop::sample::select(vec![0usize, 16, 32, 48]),
+        s in 1usize..3, h in 2usize..12, w in 2usize..12, batch in 1usize..4,
+    ) {
+        let c2 = c1 + extra;
+        let src = format!(
+            "network t {{\n  input 3x{h}x{w}\n  shortcut A\n  stem {{\n    conv1: conv({c1}, 3, pad = 1)\n    bn1: bn\n    relu\n  }}\n  stage layer1: basic({c1}) x 1\n  stage layer2: basic({c2}) x 2 stride {s}\n  head {{\n    global_avg_pool\n    flatten\n    fc(10)\n  }}\n}}"
+        );
+        // Every such net compiles (option A pads odd sizes up).
+        let runs = on_every_set(&src, batch, None);
+        prop_assert!(runs.is_some(), "{}", src);
+        for (ks, c, err) in runs.unwrap_or_default() {
+            let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
+            let on_blocked = convs_with(c.as_ref(), Strategy::Blocked)
+                + convs_with(c.as_ref(), Strategy::Winograd);
+            prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
+            prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
         }
     }
 }

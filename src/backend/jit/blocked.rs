@@ -895,6 +895,67 @@ pub struct TileArgs<'a> {
     pub prefetch_lines: usize,
 }
 
+/// The paper's option A shortcut on blocked maps: every `stride`-th pixel
+/// of `x` (`n` maps of `c x h x w`), its channels after `before` zero ones,
+/// written to `out` as `n` blocked maps of `o` channels (`h / stride`,
+/// rounded up, a side), for a conv to add as its residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PadResidual {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub stride: usize,
+    pub before: usize,
+}
+
+impl PadResidual {
+    /// Floats of the built residual for `n` images.
+    pub fn len(&self, n: usize) -> usize {
+        n * self.o * self.h.div_ceil(self.stride) * self.w.div_ceil(self.stride)
+    }
+
+    /// Build it.
+    ///
+    /// # Safety
+    /// `x` holds the `n` input maps and `out` [`PadResidual::len`] floats,
+    /// apart from them.
+    pub unsafe fn build(&self, n: usize, x: *const f32, out: *mut f32, team: &Team) {
+        let (oh, ow) = (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride));
+        let (cb, ob) = (self.c / BLOCK, self.o / BLOCK);
+        let rows = n * ob * oh;
+        let tasks = rows.min(8 * team.size());
+        // SAFETY: tasks read x and write disjoint output rows.
+        let (xp, op) = unsafe { (TaskPtr::reading(x), TaskPtr::new(out)) };
+        team.run(tasks, &|k| {
+            for r in rows * k / tasks..rows * (k + 1) / tasks {
+                let (img, b, y) = (r / (ob * oh), r / oh % ob, r % oh);
+                for xx in 0..ow {
+                    let dst = op
+                        .get()
+                        .wrapping_add(((img * ob + b) * oh * ow + y * ow + xx) * BLOCK);
+                    for l in 0..BLOCK {
+                        let ic = (b * BLOCK + l)
+                            .checked_sub(self.before)
+                            .filter(|&c| c < self.c);
+                        let v = ic.map_or(0.0, |ic| {
+                            let at = (((img * cb + ic / BLOCK) * self.h + y * self.stride)
+                                * self.w
+                                + xx * self.stride)
+                                * BLOCK
+                                + ic % BLOCK;
+                            // SAFETY: a pixel of image img's map, inside it.
+                            unsafe { *xp.get().add(at) }
+                        });
+                        // SAFETY: lane l of an output pixel of this task's row.
+                        unsafe { *dst.add(l) = v };
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// `[C][H][W]` maps (image after image) to `[C/16][H][W][16]`.
 pub fn to_blocked(x: &[f32], c: usize, hw: usize) -> Vec<f32> {
     let mut out = vec![0.0; x.len()];

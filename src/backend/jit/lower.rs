@@ -168,6 +168,11 @@ pub fn lower(
                 let wino = blocked
                     && strategy::blocked_geom(p, s)
                         .is_some_and(|g| strategy::winograd_rule(&g, geom.n, forced));
+                if blocked {
+                    if let Some((pad, at)) = strategy::pad_residual(p, s, wino) {
+                        l.scratch = l.scratch.max(at + pad.len(geom.n));
+                    }
+                }
                 let (symbol, d, how) = if wino {
                     if let Some(g) = strategy::blocked_geom(p, s) {
                         l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n));

@@ -85,9 +85,7 @@ impl Jit {
             })?),
         };
         if let Some(p) = o.precision.as_deref().filter(|&p| p != "f32") {
-            return Err(fail(format!(
-                "precision `{p}`: the CPU JIT computes in f32 only"
-            )));
+            return Err(fail(precision_refused(p, kernels::has_bf16_dot())));
         }
         Ok(Jit {
             threads: o.threads,
@@ -204,6 +202,21 @@ impl Backend for Jit {
         Ok(Some(Listing {
             files: vec![ListingFile::text(format!("{}.clif", p.name), text)],
         }))
+    }
+}
+
+/// Why `--precision p` is refused: the JIT computes in f32 (its weights,
+/// dot products and epilogues). bf16 would need AVX512_BF16's `vdpbf16ps`
+/// for its dot products; where the CPU lacks it, that is the first reason.
+fn precision_refused(p: &str, bf16_here: bool) -> String {
+    match (p, bf16_here) {
+        ("bf16", false) => "precision `bf16` needs AVX512_BF16 (`vdpbf16ps`), which this CPU \
+                            lacks; the JIT runs f32 (the default, or `--precision f32`)"
+            .to_string(),
+        ("bf16", true) => "precision `bf16`: the JIT has no bf16 kernels yet; it runs f32 (the \
+                           default, or `--precision f32`)"
+            .to_string(),
+        _ => format!("precision `{p}`: the CPU JIT computes in f32 (`--precision f32`)"),
     }
 }
 
@@ -544,6 +557,9 @@ fn compile(
                     step: info,
                     n,
                     conv: conv.bind(store.clone()),
+                    pad: l.descs[slot]
+                        .step()
+                        .and_then(|k| strategy::pad_residual(p, &p.steps[k], false)),
                 },
             );
         }
@@ -670,7 +686,9 @@ fn build(
             table_entry(runtime::WinogradConvDesc {
                 shared: sp,
                 step: info,
+                n,
                 conv,
+                pad: strategy::pad_residual(p, s, true),
             })
         }
         Desc::Linear { .. } => {

@@ -593,6 +593,32 @@ pub struct BlockedConvDesc {
     pub step: usize,
     pub n: usize,
     pub conv: super::blocked::Conv,
+    /// An option A residual, built at this offset of the scratch first.
+    pub pad: Option<(super::blocked::PadResidual, usize)>,
+}
+
+/// `res`, or the option A residual built from it into the scratch.
+///
+/// # Safety
+/// As [`rt_conv_blocked`]; the scratch has room for the built residual at
+/// the offset (`lower` sized it) and one kernel runs at a time.
+unsafe fn residual(
+    shared: &Shared,
+    n: usize,
+    pad: &Option<(super::blocked::PadResidual, usize)>,
+    res: *const f32,
+) -> *const f32 {
+    match pad {
+        None => res,
+        Some((pad, at)) => {
+            // SAFETY: the caller's promise.
+            unsafe {
+                let buf = (*shared.scratch.get()).as_mut_ptr().add(*at);
+                pad.build(n, res, buf, &shared.team);
+                buf
+            }
+        }
+    }
 }
 
 /// # Safety
@@ -607,6 +633,7 @@ pub unsafe extern "C" fn rt_conv_blocked(
     let (d, shared) = unsafe { (&*d, &*(*d).shared) };
     // SAFETY: the caller's arena pointers hold the conv's maps.
     shared.guard(d.step, || unsafe {
+        let res = residual(shared, d.n, &d.pad, res);
         d.conv.run(d.n, x, res, out, &shared.team)
     });
 }
@@ -614,7 +641,10 @@ pub unsafe extern "C" fn rt_conv_blocked(
 pub struct WinogradConvDesc {
     pub shared: *const Shared,
     pub step: usize,
+    pub n: usize,
     pub conv: super::winograd::Conv,
+    /// As [`BlockedConvDesc::pad`] (past the transforms' scratch).
+    pub pad: Option<(super::blocked::PadResidual, usize)>,
 }
 
 /// # Safety
@@ -630,6 +660,7 @@ pub unsafe extern "C" fn rt_conv_winograd(
     // SAFETY: one kernel runs at a time, and the scratch was sized for this
     // conv's transforms (`lower`); the arena pointers hold its maps.
     shared.guard(d.step, || unsafe {
+        let res = residual(shared, d.n, &d.pad, res);
         let scratch = (*shared.scratch.get()).as_mut_ptr();
         d.conv.run(x, res, out, scratch, &shared.team)
     });

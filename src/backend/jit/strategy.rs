@@ -70,7 +70,7 @@ impl ConvStrategy {
 /// Whether the whole program can run on channel-blocked maps, and if not,
 /// why: every map but the input a multiple of 16 channels; the input read
 /// only as convs' main input (the stem reads it planar), not as a residual;
-/// convs ungrouped with an added (not zero-padded) residual; and no step
+/// convs ungrouped (an option A residual is built blocked); and no step
 /// outside conv, max pool, ReLU, add, global average pool and the head.
 pub fn blocked_layout(p: &Program) -> Result<(), String> {
     let last = p.steps.len().saturating_sub(1);
@@ -97,8 +97,15 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
         match &s.kind {
             Kind::MaxPool(_) | Kind::Relu | Kind::Add | Kind::GlobalAvgPool { .. } => {}
             Kind::Conv { geom, epilogue, .. } => {
-                if geom.groups != 1 || matches!(epilogue.residual, Some(Residual::PadAdd { .. })) {
-                    return why("grouped, or an option A residual");
+                if geom.groups != 1 {
+                    return why("grouped");
+                }
+                // Option A's residual is built blocked before the conv
+                // (`blocked::pad_residual`), from a blocked map.
+                if let Some(Residual::PadAdd { buffer, .. }) = &epilogue.residual {
+                    if buffer.value == p.input.value {
+                        return why("an option A shortcut of the network's input");
+                    }
                 }
                 if geom.dilation != 1 && geom.kernel > 1 {
                     return why("dilated, which the direct kernel has no variant for");
@@ -141,6 +148,40 @@ pub fn winograd_rule(g: &blocked::Geom, n: usize, forced: Option<ConvStrategy>) 
 /// (`benches/winograd_rule.py`, 2026-12-01): 4 tiles (7x7, batch 1) 1.24-1.32,
 /// 8 tiles 0.68-0.79, 16 and more 0.36-0.74.
 pub const WINOGRAD_MIN_TILES: usize = 8;
+
+/// A conv step's option A residual on blocked maps, and where in the
+/// shared scratch it is built: past a Winograd conv's transforms (`wino`).
+pub fn pad_residual(p: &Program, s: &Step, wino: bool) -> Option<(blocked::PadResidual, usize)> {
+    let Kind::Conv { geom, epilogue, .. } = &s.kind else {
+        return None;
+    };
+    let Some(Residual::PadAdd {
+        buffer,
+        stride,
+        pad_before,
+        ..
+    }) = &epilogue.residual
+    else {
+        return None;
+    };
+    let at = if wino {
+        winograd::scratch_len(&blocked_geom(p, s)?, geom.n)
+    } else {
+        0
+    };
+    let b = &buffer.shape;
+    Some((
+        blocked::PadResidual {
+            c: b.channels(),
+            h: b.height(),
+            w: b.width(),
+            o: geom.o,
+            stride: *stride,
+            before: *pad_before,
+        },
+        at,
+    ))
+}
 
 /// A conv step's geometry on blocked maps (its input planar if it is the
 /// network's input); `None` for other steps.

@@ -147,6 +147,18 @@ pub fn best() -> &'static Kernels {
         .unwrap_or(&portable::KERNELS)
 }
 
+/// Whether this CPU has AVX512_BF16's bf16 dot products (`vdpbf16ps`).
+pub fn has_bf16_dot() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The names of every set, for messages.
 pub fn names() -> Vec<&'static str> {
     all().iter().map(|k| k.name).collect()
