@@ -1,6 +1,6 @@
 //! The AVX2 + FMA kernel set: 8-lane vectors in 16 registers. The GEMM
 //! tile runs as 6x16 pieces; a blocked tile is one block of 16 channels
-//! (two vectors) by up to 6 pixels, weights unprefetched.
+//! (two vectors) by up to 6 pixels, the next slice's weights prefetched.
 
 use std::arch::x86_64::*;
 
@@ -23,7 +23,7 @@ pub static KERNELS: Kernels = Kernels {
         blocks: 1,
         max_width: |_| 6,
         tile: blocked_tile,
-        prefetches: false,
+        prefetches: true,
     },
     winograd: Winograd {
         input: winograd_input,
@@ -200,7 +200,8 @@ pub unsafe fn gemm_tile(t: &Tile) {
 super::one_block_tiles!(tile);
 
 /// One block (two 8-lane halves) x `W` pixels: the weights `t.w_step`
-/// floats a k-step apart (the group's layout); no prefetching.
+/// floats a k-step apart (the group's layout); the next slice's weights
+/// prefetched as the first taps run.
 ///
 /// # Safety
 /// As the blocked contract ([`TileArgs`]); AVX2 and FMA are available.
@@ -218,7 +219,15 @@ unsafe fn tile<const W: usize, const S: usize>(t: &TileArgs) {
             }
         }
     }
-    for tap in t.taps {
+    // The next slice's weights, `rate` lines with each of the first taps
+    // (as the AVX-512 tile fetches them): layer4's come from memory.
+    let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
+    for (i, tap) in t.taps.iter().enumerate() {
+        if i * rate < t.prefetch_lines {
+            for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
+                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * 16) as *const i8);
+            }
+        }
         let x = t.x.wrapping_offset(tap.x as isize);
         // SAFETY: k-step tap.k's 16 weights; the tap's pixels are inside the map.
         unsafe {
