@@ -6,13 +6,14 @@ with numpy and onnxruntime, e.g. benches/.venv from benches/peers.sh or
 .ci/venv):
 
     python benches/compare_all_specs.py [--threads 2] [--iters 10] [--rounds 3]
-        [--only resnet18,resnet20] [--cifar-batch 64] [--json OUT.json]
+        [--only resnet18,resnet20] [--cifar-batch 64] [--min-ms 400] [--json OUT.json]
 
 For each `specs/**/*.rn` and `examples/*.rn`: `resnetc init --randomize-bn`
 writes its weights, `resnetc export` the same network and weights as ONNX
 (BN folded, dynamic batch), and onnxruntime (CPUExecutionProvider, all
 optimizations, --threads intra-op threads) runs that file in-process while
-`resnetc bench --weights` times resnetc: batch 1 for every net, and
+`resnetc bench --weights` times resnetc (at least --iters runs and
+--min-ms of work a side): batch 1 for every net, and
 --cifar-batch for the 32x32 ones, as CIFAR nets are evaluated. Each round
 times onnxruntime then resnetc; the table gives the medians over rounds and
 the median of the rounds' ratios (below 1: resnetc is faster), with the
@@ -91,7 +92,9 @@ def specs(only):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=10, help="the fewest timed runs a side")
+    ap.add_argument("--min-ms", type=float, default=400.0,
+                    help="at least this much timed work a side and round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cifar-batch", type=int, default=64)
     ap.add_argument("--only")
@@ -116,7 +119,11 @@ def main():
                 rng = np.random.default_rng(b)
                 x = rng.standard_normal((b, c, h, wd), dtype=np.float32)
                 o, r, ratios = [], [], []
-                iters = max(3, args.iters // (8 if b > 1 else 1))
+                # Enough runs for --min-ms of timed work a side: a 32x32 net
+                # at batch 1 takes under a millisecond, and a handful of
+                # runs of it measures the wake-up, not the net.
+                t_one, _ = ort_median(sess, x, 1, warmup=1)
+                iters = int(min(1000, max(args.iters, args.min_ms / max(t_one, 1e-3))))
                 for k in range(args.rounds):
                     t_ort, y = ort_median(sess, x, iters)
                     t_rc, mix = resnetc_bench(rel, w, b, args.threads, iters)

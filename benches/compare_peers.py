@@ -90,7 +90,9 @@ class OpenVino:
         if f32:
             config["INFERENCE_PRECISION_HINT"] = "f32"
         self.model = core.compile_model(str(onnx_path), "CPU", config)
-        self.precision = str(self.model.get_property("INFERENCE_PRECISION_HINT"))
+        # An ov.Type; its name (f32, bf16...), not its repr.
+        hint = self.model.get_property("INFERENCE_PRECISION_HINT")
+        self.precision = getattr(hint, "to_string", lambda: str(hint))()
         if not f32:
             self.f32 = self.precision.lower().endswith("f32")
             self.name = f"ov-default ({self.precision})"
