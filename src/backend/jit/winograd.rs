@@ -18,7 +18,7 @@
 
 use super::blocked::{Geom, Input, Tap, TileArgs, BLOCK};
 use super::kernels::epilogue::{self, Lanes};
-use super::kernels::Kernels;
+use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
 
 /// Output pixels a tile side.
@@ -251,6 +251,9 @@ pub struct Conv {
     relu: bool,
     /// One tap per input channel: where it is in a transformed block map.
     taps: Vec<Tap>,
+    /// The set's one-block tiles by width (1 up to its widest), input
+    /// pixels (tiles) 16 floats apart.
+    tile_fns: Vec<BlockedTile>,
 }
 
 impl Conv {
@@ -298,6 +301,9 @@ impl Conv {
                 k: c as u32,
             })
             .collect();
+        let tile_fns = (1..=(kernels.blocked.max_width)(1))
+            .map(|wd| (kernels.blocked.tile)(1, wd, BLOCK))
+            .collect();
         Some(Conv {
             g,
             n,
@@ -306,12 +312,8 @@ impl Conv {
             bias,
             relu,
             taps,
+            tile_fns,
         })
-    }
-
-    /// Bytes of transformed weights held.
-    pub fn weight_bytes(&self) -> usize {
-        4 * self.u.len()
     }
 
     /// `out = relu?(conv(x) + bias + res)` for the conv's images, on `team`.
@@ -337,7 +339,6 @@ impl Conv {
         let (v, m) = unsafe { (scratch, scratch.add(ELEMENTS * t * g.c)) };
         let chunks = |rows: usize| rows.min(8 * team.size());
 
-        let t_0 = std::time::Instant::now();
         // 1. V[e][cb][tile][16]: tasks own disjoint (image, block, tile row)s.
         // SAFETY: tasks read x and write disjoint parts of V.
         let (xp, vp) = unsafe { (TaskPtr::reading(x), TaskPtr::new(v)) };
@@ -363,14 +364,10 @@ impl Conv {
             }
         });
 
-        let t_1 = std::time::Instant::now();
         // 2. M[e][ob][tile][16] = U_e V_e: a task per (element, output block).
         // SAFETY: tasks read V and U and write disjoint parts of M.
         let (vp, mp) = unsafe { (TaskPtr::reading(v), TaskPtr::new(m)) };
-        let width = (self.kernels.blocked.max_width)(1);
-        let tile_fns: Vec<_> = (1..=width)
-            .map(|wd| (self.kernels.blocked.tile)(1, wd, BLOCK))
-            .collect();
+        let width = self.tile_fns.len();
         team.run(ELEMENTS * ob, &|k| {
             let (e, o) = (k / ob, k % ob);
             let wts = self.u[(k * g.c) * BLOCK..].as_ptr();
@@ -400,12 +397,11 @@ impl Conv {
                 };
                 // SAFETY: wd tiles of V_e from t0 on, U_e's block `o` (c x 16),
                 // and wd tiles of M to write.
-                unsafe { tile_fns[wd - 1](&args) };
+                unsafe { self.tile_fns[wd - 1](&args) };
                 t0 += wd;
             }
         });
 
-        let t_2 = std::time::Instant::now();
         // 3. The output: tasks own disjoint (image, block, tile row)s.
         // SAFETY: tasks read M (and res) and write disjoint output rows.
         let (mp, rp, op) = unsafe {
@@ -444,19 +440,6 @@ impl Conv {
                 unsafe { (w.output)(&row) };
             }
         });
-        if std::env::var_os("WTRACE").is_some() {
-            eprintln!(
-                "wino c{} o{} {}x{} t{}: in {:?} gemm {:?} out {:?}",
-                g.c,
-                g.o,
-                g.h,
-                g.w,
-                t,
-                t_1 - t_0,
-                t_2 - t_1,
-                t_2.elapsed()
-            );
-        }
     }
 }
 
