@@ -129,7 +129,7 @@ fn main() {
             let direct = blocked::eligible(&geom).then(|| {
                 let convs: Vec<blocked::Conv> = (0..copies.max(1))
                     .map(|_| {
-                        let mut store = blocked::Store::new(&[geom], &pool).expect("memory");
+                        let mut store = blocked::Store::new(&[geom]).expect("memory");
                         let conv = blocked::Conv::pack(geom, &w, None, true, ks, &mut store.rest())
                             .expect("room");
                         conv.bind(Arc::new(store))

@@ -709,7 +709,7 @@ unsafe impl Send for Region<'_> {}
 
 impl Region<'_> {
     /// The next `len` floats, 64-byte aligned, and their offset in the store.
-    fn take(&mut self, len: usize) -> Option<(usize, &mut [f32])> {
+    pub(crate) fn take(&mut self, len: usize) -> Option<(usize, &mut [f32])> {
         if self.used + stored(len) > self.floats {
             return None;
         }
@@ -728,10 +728,14 @@ pub fn floats(g: &Geom) -> usize {
 }
 
 impl Store {
-    /// Room for the weights of convs of these geometries, its pages
-    /// faulted in by `team`; an error if it cannot be allocated.
-    pub fn new(geoms: &[Geom], team: &Team) -> Result<Store, String> {
-        let floats: usize = geoms.iter().map(floats).sum();
+    /// Room for the weights of direct convs of these geometries; an error
+    /// if it cannot be allocated.
+    pub fn new(geoms: &[Geom]) -> Result<Store, String> {
+        Store::sized(geoms.iter().map(floats).sum())
+    }
+
+    /// Room for `floats` floats of weights (in regions of whole lines).
+    pub fn sized(floats: usize) -> Result<Store, String> {
         let bytes = (4 * floats).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
         let too_big = || format!("cannot allocate {bytes} bytes for the conv weights");
         let layout =
@@ -744,7 +748,6 @@ impl Store {
         huge_pages(ptr as *mut u8, bytes);
         // Pages are faulted in as the weights are packed into them, each
         // as its unpacked tensor is freed: never all of both at once.
-        let _ = team;
         Ok(Store {
             ptr,
             layout,
@@ -791,7 +794,7 @@ impl Store {
     }
 
     /// `len` floats from `offset`, as handed out by a region's `take`.
-    fn slice(&self, offset: usize, len: usize) -> &[f32] {
+    pub(crate) fn slice(&self, offset: usize, len: usize) -> &[f32] {
         assert!(
             offset + len <= self.used,
             "a store slice it never handed out"
@@ -1073,7 +1076,7 @@ pub(crate) mod tests {
         let want = naive(&g, n, &x, &wt, &bias, &res, true);
         let team = Team::new(2).expect("threads");
         for ks in kernels::available() {
-            let mut store = Store::new(&[g], &team).expect("a store");
+            let mut store = Store::new(&[g]).expect("a store");
             let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store.rest())
                 .expect("room in the store");
             let conv = conv.bind(Arc::new(store));

@@ -333,25 +333,25 @@ fn compile(
     for (i, &k) in l.program_steps.iter().enumerate() {
         info_of[k] = i;
     }
-    let blocked_geoms: Vec<blocked::Geom> = l
-        .descs
-        .iter()
-        .filter_map(|d| match d {
-            Desc::BlockedConv { step } => strategy::blocked_geom(p, &p.steps[*step]),
-            _ => None,
-        })
-        .collect();
-    let mut store = if blocked_geoms.is_empty() {
-        None
-    } else {
-        Some(
-            blocked::Store::new(&blocked_geoms, &shared.team)
-                .map_err(|e| GraphError::new(STAGE, e))?,
-        )
+    // Floats of the store a conv on blocked maps is packed into.
+    let stored = |d: &Desc| match *d {
+        Desc::BlockedConv { step } => {
+            strategy::blocked_geom(p, &p.steps[step]).map(|g| blocked::floats(&g))
+        }
+        Desc::WinogradConv { step } => {
+            strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g))
+        }
+        _ => None,
+    };
+    let total: Option<usize> = l.descs.iter().filter_map(stored).reduce(|a, b| a + b);
+    let mut store = match total {
+        None => None,
+        Some(floats) => Some(blocked::Store::sized(floats).map_err(|e| GraphError::new(STAGE, e))?),
     };
     let mut table = vec![0u64; l.descs.len()];
     let mut held: Vec<Box<dyn Any>> = Vec::new();
     let mut packed = Vec::new();
+    let mut winograds = Vec::new();
     let mut jobs = Vec::new();
     let mut ticks = None;
     // A boxed descriptor's address goes in the table; the box is held, so
@@ -485,11 +485,7 @@ fn compile(
     jobs.sort_by_key(|s| std::cmp::Reverse(size(s)));
     let floats: Vec<usize> = jobs
         .iter()
-        .filter_map(|&slot| match l.descs[slot] {
-            Desc::BlockedConv { step } => strategy::blocked_geom(p, &p.steps[step]),
-            _ => None,
-        })
-        .map(|g| blocked::floats(&g))
+        .filter_map(|&slot| stored(&l.descs[slot]))
         .collect();
     let mut regions = match store.as_mut() {
         Some(st) => st
@@ -502,9 +498,9 @@ fn compile(
     let inputs: Vec<Input> = jobs
         .iter()
         .map(|&slot| {
-            let region = match l.descs[slot] {
-                Desc::BlockedConv { .. } => regions.next(),
-                _ => None,
+            let region = match stored(&l.descs[slot]) {
+                Some(_) => regions.next(),
+                None => None,
             };
             Mutex::new(Some((slot, region)))
         })
@@ -544,6 +540,10 @@ fn compile(
                 packed.push((slot, info, n, *conv));
                 0
             }
+            Packing::Winograd { info, n, conv } => {
+                winograds.push((slot, info, n, *conv));
+                0
+            }
         };
     }
     // Every conv is packed: the store is shared from here on, read only.
@@ -560,6 +560,20 @@ fn compile(
                     pad: l.descs[slot]
                         .step()
                         .and_then(|k| strategy::pad_residual(p, &p.steps[k], false)),
+                },
+            );
+        }
+        for (slot, info, n, conv) in winograds {
+            table[slot] = hold(
+                &mut held,
+                runtime::WinogradConvDesc {
+                    shared: sp,
+                    step: info,
+                    n,
+                    conv: conv.bind(store.clone()),
+                    pad: l.descs[slot]
+                        .step()
+                        .and_then(|k| strategy::pad_residual(p, &p.steps[k], true)),
                 },
             );
         }
@@ -615,6 +629,12 @@ enum Packing {
         info: usize,
         n: usize,
         conv: Box<blocked::Packed>,
+    },
+    /// A Winograd conv, bound likewise.
+    Winograd {
+        info: usize,
+        n: usize,
+        conv: Box<winograd::Packed>,
     },
 }
 
@@ -680,16 +700,18 @@ fn build(
         }
         Desc::WinogradConv { .. } => {
             let (w, epilogue, n, g) = on_blocked_maps(p, s)?;
+            let region = region.ok_or_else(|| s.error(STAGE, "no room in the weight store"))?;
             let bias = epilogue.bias.map(weight);
-            let conv = winograd::Conv::pack(g, n, &weight(w), bias, epilogue.relu, jit.kernels)
-                .ok_or_else(|| s.error(STAGE, "not a Winograd conv"))?;
-            table_entry(runtime::WinogradConvDesc {
-                shared: sp,
-                step: info,
+            let conv =
+                winograd::Conv::pack(g, n, &weight(w), bias, epilogue.relu, jit.kernels, region)
+                    .ok_or_else(|| {
+                        s.error(STAGE, "not a Winograd conv, or the weight store is full")
+                    })?;
+            Packing::Winograd {
+                info,
                 n,
-                conv,
-                pad: strategy::pad_residual(p, s, true),
-            })
+                conv: Box::new(conv),
+            }
         }
         Desc::Linear { .. } => {
             let Kind::Linear {

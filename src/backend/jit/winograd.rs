@@ -16,7 +16,9 @@
 //! This is the frame; the transforms are written once over [`Lanes`] and
 //! stamped into each kernel set, as the epilogue is.
 
-use super::blocked::{Geom, Input, Tap, TileArgs, BLOCK};
+use std::sync::Arc;
+
+use super::blocked::{Geom, Input, Region, Store, Tap, TileArgs, BLOCK};
 use super::kernels::epilogue::{self, Lanes};
 use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
@@ -239,14 +241,38 @@ pub unsafe fn output_row<L: Lanes>(r: &OutputRow) {
     }
 }
 
-/// A Winograd conv, its weights transformed, for `n` images.
-pub struct Conv {
+/// A Winograd conv as packed, before it shares the weight store (see
+/// [`Packed::bind`]).
+pub struct Packed(Conv<()>);
+
+impl Packed {
+    /// The conv, reading its weights from `store` (the one it was packed into).
+    pub fn bind(self, store: Arc<Store>) -> Conv {
+        let c = self.0;
+        Conv {
+            store,
+            g: c.g,
+            n: c.n,
+            kernels: c.kernels,
+            u: c.u,
+            bias: c.bias,
+            relu: c.relu,
+            taps: c.taps,
+            tile_fns: c.tile_fns,
+        }
+    }
+}
+
+/// A Winograd conv, its weights transformed, for `n` images. `S` holds the
+/// weight store, as for the direct conv.
+pub struct Conv<S = Arc<Store>> {
+    store: S,
     g: Geom,
     n: usize,
     kernels: &'static Kernels,
-    /// `U`, as `[e][output block][c][16]`: each GEMM's weights in the order
-    /// the blocked tile reads them.
-    u: Vec<f32>,
+    /// Where `U` is in the store (offset, floats), as `[e][output block][c][16]`:
+    /// each GEMM's weights in the order the blocked tile reads them.
+    u: (usize, usize),
     bias: Option<Vec<f32>>,
     relu: bool,
     /// One tap per input channel: where it is in a transformed block map.
@@ -257,9 +283,10 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// Transform `weight` (`o x c x 3 x 3`, row-major) for `g`, `n` images;
-    /// the epilogue adds `bias` and applies ReLU if `relu`. `None` if `g`
-    /// is not [`eligible`] or the weights are not `o x c x 3 x 3`.
+    /// Transform `weight` (`o x c x 3 x 3`, row-major) for `g`, `n` images,
+    /// into `store` ([`weight_len`] floats); the epilogue adds `bias` and
+    /// applies ReLU if `relu`. `None` if `g` is not [`eligible`], the
+    /// weights are not `o x c x 3 x 3` or the region is too small.
     pub fn pack(
         g: Geom,
         n: usize,
@@ -267,12 +294,13 @@ impl Conv {
         bias: Option<Vec<f32>>,
         relu: bool,
         kernels: &'static Kernels,
-    ) -> Option<Conv> {
+        store: &mut Region,
+    ) -> Option<Packed> {
         if !eligible(&g) || weight.len() != g.o * g.c * 9 {
             return None;
         }
         let blocks = g.o / BLOCK;
-        let mut u = vec![0.0f32; weight_len(&g)];
+        let (offset, u) = store.take(weight_len(&g))?;
         // 16 output channels at a time, as lanes: `G g G^T` is separable,
         // and G's rows share terms (see `g_col`).
         for ob in 0..blocks {
@@ -304,16 +332,17 @@ impl Conv {
         let tile_fns = (1..=(kernels.blocked.max_width)(1))
             .map(|wd| (kernels.blocked.tile)(1, wd, BLOCK))
             .collect();
-        Some(Conv {
+        Some(Packed(Conv {
+            store: (),
             g,
             n,
             kernels,
-            u,
+            u: (offset, weight_len(&g)),
             bias,
             relu,
             taps,
             tile_fns,
-        })
+        }))
     }
 
     /// `out = relu?(conv(x) + bias + res)` for the conv's images, on `team`.
@@ -368,9 +397,10 @@ impl Conv {
         // SAFETY: tasks read V and U and write disjoint parts of M.
         let (vp, mp) = unsafe { (TaskPtr::reading(v), TaskPtr::new(m)) };
         let width = self.tile_fns.len();
+        let u = self.store.slice(self.u.0, self.u.1);
         team.run(ELEMENTS * ob, &|k| {
             let (e, o) = (k / ob, k % ob);
-            let wts = self.u[(k * g.c) * BLOCK..].as_ptr();
+            let wts = u[(k * g.c) * BLOCK..].as_ptr();
             let x = vp.get().wrapping_add(e * g.c * t);
             let dst = mp.get().wrapping_add((e * ob + o) * t * BLOCK);
             let mut t0 = 0;
@@ -486,7 +516,10 @@ mod tests {
     ) -> Vec<f32> {
         let team = Team::new(2).expect("threads");
         let bias = epilogue.map(|(b, _)| b.to_vec());
-        let conv = Conv::pack(*g, n, w, bias, epilogue.is_some(), ks).expect("eligible");
+        let mut store = Store::sized(weight_len(g)).expect("memory");
+        let conv = Conv::pack(*g, n, w, bias, epilogue.is_some(), ks, &mut store.rest())
+            .expect("eligible")
+            .bind(Arc::new(store));
         let xb = to_blocked(x, g.c, g.h * g.w);
         let plane = g.o * g.oh * g.ow;
         let mut out = vec![f32::NAN; n * plane];
@@ -595,7 +628,12 @@ mod tests {
             ow: 6,
             ..g
         }));
-        assert!(Conv::pack(g, 1, &[0.0; 10], None, false, kernels::best()).is_none());
+        let mut store = Store::sized(weight_len(&g)).expect("memory");
+        let ks = kernels::best();
+        assert!(Conv::pack(g, 1, &[0.0; 10], None, false, ks, &mut store.rest()).is_none());
+        let mut small = Store::sized(16).expect("memory");
+        let w = vec![0.0; 16 * 16 * 9];
+        assert!(Conv::pack(g, 1, &w, None, false, ks, &mut small.rest()).is_none());
     }
 
     /// The error growth the closing note quotes: each 3x3 shape of
