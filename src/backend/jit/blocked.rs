@@ -1086,6 +1086,7 @@ pub(crate) mod tests {
             };
             let mut out = to_blocked(&res, o, oh * ow);
             // The residual read in place, as a network run does.
+            // SAFETY: xb holds n input maps and out n output maps of g, blocked.
             unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), &team) };
             let got = from_blocked(&out, o, oh * ow);
             let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));

@@ -165,18 +165,21 @@ pub fn lower(
         }
         let strategy = match &s.kind {
             Kind::Conv { geom, epilogue, .. } => {
-                let wino = blocked
-                    && strategy::blocked_geom(p, s)
-                        .is_some_and(|g| strategy::winograd_rule(&g, geom.n, forced));
-                if blocked {
-                    if let Some((pad, at)) = strategy::pad_residual(p, s, wino) {
-                        l.scratch = l.scratch.max(at + pad.len(geom.n));
-                    }
+                // On blocked maps: Winograd's transforms, then any option A
+                // residual built past them, in the shared scratch.
+                let on_blocked = if blocked {
+                    strategy::blocked_geom(p, s)
+                } else {
+                    None
+                };
+                let wino = on_blocked.is_some_and(|g| strategy::winograd_rule(&g, geom.n, forced));
+                if let Some(g) = on_blocked.filter(|_| wino) {
+                    l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n));
+                }
+                if let Some((pad, at)) = strategy::pad_residual(p, s, wino).filter(|_| blocked) {
+                    l.scratch = l.scratch.max(at + pad.len(geom.n));
                 }
                 let (symbol, d, how) = if wino {
-                    if let Some(g) = strategy::blocked_geom(p, s) {
-                        l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n));
-                    }
                     (
                         "rt_conv_winograd",
                         Desc::WinogradConv { step: k },

@@ -474,7 +474,6 @@ impl Conv {
 }
 
 #[cfg(test)]
-#[allow(clippy::undocumented_unsafe_blocks)] // buffers sized for the shapes they are given
 mod tests {
     use super::*;
     use crate::backend::jit::blocked::{from_blocked, to_blocked};
@@ -525,6 +524,8 @@ mod tests {
         let mut out = vec![f32::NAN; n * plane];
         let res = epilogue.map(|(_, r)| to_blocked(r, g.o, g.oh * g.ow));
         let mut scratch = vec![f32::NAN; scratch_len(g, n)];
+        // SAFETY: xb holds n input maps, out (and res) n output maps of g,
+        // blocked; the scratch is scratch_len floats, used by nothing else.
         unsafe {
             conv.run(
                 xb.as_ptr(),
