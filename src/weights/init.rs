@@ -80,7 +80,7 @@ pub fn init(g: &Graph, opts: InitOptions) -> Weights {
                     ParamKind::Weight,
                 ) => {
                     let std = (2.0 / (out_channels * kernel * kernel) as f64).sqrt();
-                    (0..len).map(|j| (s.normal(j) * std) as f32).collect()
+                    fill(len, |j| (s.normal(j) * std) as f32)
                 }
                 (
                     Op::Conv2d {
@@ -124,9 +124,32 @@ pub fn init(g: &Graph, opts: InitOptions) -> Weights {
 
 /// Uniform in (-1/sqrt_fan_in, 1/sqrt_fan_in), as PyTorch's default for fc.
 fn uniform_bound(s: &Stream, len: u64, sqrt_fan_in: f64) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((2.0 * s.uniform(i) - 1.0) / sqrt_fan_in) as f32)
-        .collect()
+    fill(len, |i| ((2.0 * s.uniform(i) - 1.0) / sqrt_fan_in) as f32)
+}
+
+/// `[f(0), f(1), ..., f(len - 1)]`, large tensors split over the cores: a
+/// counter-based stream's values do not depend on who computes them, and
+/// a log and a cos per two values take ResNet-152 2 s on one core.
+fn fill(len: u64, f: impl Fn(u64) -> f32 + Sync) -> Vec<f32> {
+    const SERIAL: u64 = 1 << 16;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    if len < SERIAL || cores < 2 {
+        return (0..len).map(f).collect();
+    }
+    let mut out = vec![0.0f32; len as usize];
+    let chunk = len.div_ceil(cores) as usize;
+    std::thread::scope(|sc| {
+        for (k, part) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            sc.spawn(move || {
+                let first = (k * chunk) as u64;
+                for (i, v) in part.iter_mut().enumerate() {
+                    *v = f(first + i as u64);
+                }
+            });
+        }
+    });
+    out
 }
 
 #[cfg(test)]

@@ -22,6 +22,8 @@ use super::team::{TaskPtr, Team};
 pub const BLOCK: usize = 16;
 /// Output blocks per tile (64 channels).
 const OB: usize = 4;
+/// K steps a packing chunk transposes at once.
+const STEPS: usize = 144;
 
 /// How the input map is laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,9 +204,20 @@ impl Conv {
             let len = k * nb * BLOCK;
             let (offset, v) = store.take(len)?;
             let rows = weight.get(grp * OB * BLOCK * k..)?.get(..nb * BLOCK * k)?;
-            for (dst, &at) in v.chunks_exact_mut(nb * BLOCK).zip(&src_of) {
-                for (o, d) in dst.iter_mut().enumerate() {
-                    *d = rows[o * k + at];
+            // A transpose, 16 rows at a time (16 pages of a tensor, not
+            // 64 for every step) and a chunk of steps at a time (the
+            // rows' parts stay in L1).
+            for (ob, block) in rows.chunks_exact(BLOCK * k).enumerate() {
+                let sixteen: Vec<&[f32]> = block.chunks_exact(k).collect();
+                for s0 in (0..k).step_by(STEPS) {
+                    let s1 = (s0 + STEPS).min(k);
+                    let dst = v[s0 * nb * BLOCK..s1 * nb * BLOCK].chunks_exact_mut(nb * BLOCK);
+                    for (line, &at) in dst.zip(&src_of[s0..s1]) {
+                        let line = &mut line[ob * BLOCK..(ob + 1) * BLOCK];
+                        for (d, row) in line.iter_mut().zip(&sixteen) {
+                            *d = row[at];
+                        }
+                    }
                 }
             }
             groups.push((offset, len));
