@@ -118,6 +118,8 @@ pub struct Conv<S = Arc<Store>> {
     relu: bool,
     /// K steps per slice.
     kc: usize,
+    /// Every tap list's slices come in runs of 16 ([`in_runs`]).
+    runs: bool,
     /// A strided 1x1 conv's real input geometry and its subsampled input.
     subsampled: Option<Subsampled>,
 }
@@ -142,6 +144,7 @@ impl Packed {
             bias: c.bias,
             relu: c.relu,
             kc: c.kc,
+            runs: c.runs,
             subsampled: c.subsampled,
         }
     }
@@ -266,7 +269,7 @@ impl Conv {
             }
         }
         let kc = kc_for(&g);
-        let bounds = taps
+        let bounds: Vec<Vec<usize>> = taps
             .iter()
             .map(|list: &Vec<Tap>| {
                 (0..=k.div_ceil(kc))
@@ -274,6 +277,11 @@ impl Conv {
                     .collect()
             })
             .collect();
+        let runs = kc.is_multiple_of(BLOCK)
+            && taps
+                .iter()
+                .zip(&bounds)
+                .all(|(list, b)| b.windows(2).all(|w| in_runs(&list[w[0]..w[1]])));
         let last = blocks - (blocks.div_ceil(OB) - 1) * OB;
         // Columns in runs too short to tile along a row (the borders of a
         // padded conv) are tiled down the columns instead: a one-pixel tile
@@ -311,6 +319,7 @@ impl Conv {
             bias,
             relu,
             kc,
+            runs,
             subsampled: subsample.then(|| Subsampled {
                 h: outer.h,
                 w: outer.w,
@@ -370,6 +379,15 @@ impl Conv {
                 TaskPtr::new(out),
             )
         };
+        // With one K slice a plan is not reused: plan and run 64 tiles'
+        // worth of rows at a time, not a task's thousand (170 KB of plan
+        // that pushed the maps out of L1 and L2: ResNet-50's 64 -> 256
+        // 1x1s at 56x56 ran at 45% of the peak, at 28x28 at 77%).
+        let chunk = if self.k.div_ceil(self.kc) == 1 {
+            (64 * (self.kernels.blocked.max_width)(OB)).div_ceil(g.ow)
+        } else {
+            usize::MAX
+        };
         team.run(parts.len(), &|t| {
             let io = (
                 io.0.get() as *const f32,
@@ -384,7 +402,7 @@ impl Conv {
             // memory once per batch, not once per image.
             while r < p1 {
                 let (grp, img, oy) = (r / (n * g.oh), r / g.oh % n, r % g.oh);
-                let end = (oy + p1 - r).min(g.oh);
+                let end = (oy + p1 - r).min(g.oh).min(oy.saturating_add(chunk));
                 // SAFETY: these rows of group grp of image img are this task's alone.
                 unsafe { self.rows(img, grp, (oy, end), io, relu) };
                 r += end - oy;
@@ -484,6 +502,7 @@ impl Conv {
                     last: true,
                     prefetch: std::ptr::null(),
                     prefetch_lines: 0,
+                    runs: self.runs,
                 };
                 let list = self.row_class[oy] * self.col_classes + class;
                 let step = if down { 0 } else { g.pixel_step() };
@@ -703,7 +722,7 @@ impl Drop for Store {
     }
 }
 
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Part of a [`Store`], handed out for one conv to be packed into, on any
 /// thread: the regions of one `regions` call are disjoint.
@@ -824,7 +843,7 @@ fn stored(len: usize) -> usize {
 }
 
 #[cfg(target_os = "linux")]
-fn huge_pages(ptr: *mut u8, bytes: usize) {
+pub(crate) fn huge_pages(ptr: *mut u8, bytes: usize) {
     unsafe extern "C" {
         fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
     }
@@ -835,7 +854,7 @@ fn huge_pages(ptr: *mut u8, bytes: usize) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn huge_pages(_: *mut u8, _: usize) {}
+pub(crate) fn huge_pages(_: *mut u8, _: usize) {}
 
 /// K steps per slice for `g`: 96 (24 KB of a 4-block tile's weights, half
 /// of L1, the input streaming past), or a whole 16-channel input block of a
@@ -909,6 +928,21 @@ pub struct TileArgs<'a> {
     /// Lines of weights to fetch into cache meanwhile, spread over the taps.
     pub prefetch: *const f32,
     pub prefetch_lines: usize,
+    /// The taps come in runs of [`BLOCK`]: a block's channels, each one
+    /// float and one k-step after the last (see [`in_runs`]).
+    pub runs: bool,
+}
+
+/// Whether `taps` come in runs of [`BLOCK`] whose `x` and `k` go up by
+/// one: a blocked input's channels, which a kernel may then step through
+/// without reading every tap.
+pub fn in_runs(taps: &[Tap]) -> bool {
+    taps.len().is_multiple_of(BLOCK)
+        && taps.chunks_exact(BLOCK).all(|run| {
+            run.iter()
+                .enumerate()
+                .all(|(j, t)| t.x == run[0].x + j as i32 && t.k == run[0].k + j as u32)
+        })
 }
 
 /// The paper's option A shortcut on blocked maps: every `stride`-th pixel
@@ -1093,6 +1127,9 @@ pub(crate) mod tests {
             let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store.rest())
                 .expect("room in the store");
             let conv = conv.bind(Arc::new(store));
+            // Blocked inputs take the kernels' run-by-run path, planar ones
+            // (3 channels, in c, ky, kx order) the tap-by-tap one.
+            assert_eq!(conv.runs, input == Input::Blocked, "{g:?}");
             let xb = match input {
                 Input::Blocked => to_blocked(&x, c, h * w),
                 Input::Planar => x.clone(),
@@ -1110,6 +1147,26 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn runs_are_whole_blocks_of_consecutive_channels() {
+        let run = |x: i32, k: u32| {
+            (0..16).map(move |j| Tap {
+                x: x + j,
+                k: k + j as u32,
+            })
+        };
+        let two: Vec<Tap> = run(0, 0).chain(run(900, 144)).collect();
+        assert!(in_runs(&two));
+        assert!(in_runs(&[]));
+        assert!(!in_runs(&two[..15]));
+        let mut skip = two.clone();
+        skip[20].x += 1;
+        assert!(!in_runs(&skip));
+        let mut skip = two;
+        skip[31].k += 1;
+        assert!(!in_runs(&skip));
     }
 
     #[test]

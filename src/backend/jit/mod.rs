@@ -834,10 +834,17 @@ struct Arena {
 
 impl Arena {
     fn new(bytes: usize) -> Result<Arena, GraphError> {
-        let layout = std::alloc::Layout::from_size_align(bytes.max(64), 64)
+        // On 2 MB pages: ResNet-50's maps at 56x56 are 3.2 MB, and a 4 KB
+        // page walk under a hypervisor costs more than the FMAs it waits for.
+        let huge = bytes >= blocked::HUGE_PAGE / 2;
+        let align = if huge { blocked::HUGE_PAGE } else { 64 };
+        let layout = std::alloc::Layout::from_size_align(bytes.max(64), align)
             .map_err(|e| GraphError::new(STAGE, format!("an arena of {bytes} bytes: {e}")))?;
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+        if huge && !ptr.is_null() {
+            blocked::huge_pages(ptr as *mut u8, layout.size());
+        }
         if ptr.is_null() {
             return Err(GraphError::new(
                 STAGE,

@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use super::blocked::{Geom, Input, Region, Store, Tap, TileArgs, BLOCK};
+use super::blocked::{self, Geom, Input, Region, Store, Tap, TileArgs, BLOCK};
 use super::kernels::epilogue::{self, Lanes};
 use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
@@ -260,6 +260,7 @@ impl Packed {
             bias: c.bias,
             relu: c.relu,
             taps: c.taps,
+            runs: c.runs,
             tile_fns: c.tile_fns,
         }
     }
@@ -279,6 +280,8 @@ pub struct Conv<S = Arc<Store>> {
     relu: bool,
     /// One tap per input channel: where it is in a transformed block map.
     taps: Vec<Tap>,
+    /// The taps come in runs of 16 ([`blocked::in_runs`]).
+    runs: bool,
     /// The set's one-block tiles by width (1 up to its widest), input
     /// pixels (tiles) 16 floats apart.
     tile_fns: Vec<BlockedTile>,
@@ -325,7 +328,7 @@ impl Conv {
             }
         }
         let t = tiles(&g, n);
-        let taps = (0..g.c)
+        let taps: Vec<Tap> = (0..g.c)
             .map(|c| Tap {
                 x: ((c / BLOCK) * t * BLOCK + c % BLOCK) as i32,
                 k: c as u32,
@@ -342,6 +345,7 @@ impl Conv {
             u: (offset, weight_len(&g)),
             bias,
             relu,
+            runs: blocked::in_runs(&taps),
             taps,
             tile_fns,
         }))
@@ -426,6 +430,7 @@ impl Conv {
                     last: true,
                     prefetch: std::ptr::null(),
                     prefetch_lines: 0,
+                    runs: self.runs,
                 };
                 // SAFETY: wd tiles of V_e from t0 on, U_e's block `o` (c x 16),
                 // and wd tiles of M to write.

@@ -222,7 +222,32 @@ unsafe fn tile<const W: usize, const S: usize>(t: &TileArgs) {
     // The next slice's weights, `rate` lines with each of the first taps
     // (as the AVX-512 tile fetches them): layer4's come from memory.
     let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
-    for (i, tap) in t.taps.iter().enumerate() {
+    if t.runs {
+        // A run's 16 steps from its first tap: a third fewer instructions
+        // a step than reading each tap (the loop was issue-bound).
+        for (i, run) in t.taps.chunks_exact(16).enumerate() {
+            let first = 16 * i * rate;
+            for q in first..(first + 16 * rate).min(t.prefetch_lines) {
+                _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * 16) as *const i8);
+            }
+            let x = t.x.wrapping_offset(run[0].x as isize);
+            // SAFETY: the run's 16 k-steps' weights, and its 16 channels of
+            // the tile's pixels, inside the map ([`blocked::in_runs`]).
+            unsafe {
+                let mut w = t.w.add(run[0].k as usize * t.w_step);
+                for c in 0..16 {
+                    let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
+                    for j in 0..W {
+                        let xv = _mm256_broadcast_ss(&*x.add(j * step + c));
+                        acc[0][j] = _mm256_fmadd_ps(w0, xv, acc[0][j]);
+                        acc[1][j] = _mm256_fmadd_ps(w1, xv, acc[1][j]);
+                    }
+                    w = w.add(t.w_step);
+                }
+            }
+        }
+    }
+    for (i, tap) in t.taps.iter().enumerate().filter(|_| !t.runs) {
         if i * rate < t.prefetch_lines {
             for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
                 _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * 16) as *const i8);
