@@ -379,15 +379,12 @@ impl Conv {
                 TaskPtr::new(out),
             )
         };
-        // With one K slice a plan is not reused: plan and run 64 tiles'
-        // worth of rows at a time, not a task's thousand (170 KB of plan
-        // that pushed the maps out of L1 and L2: ResNet-50's 64 -> 256
-        // 1x1s at 56x56 ran at 45% of the peak, at 28x28 at 77%).
-        let chunk = if self.k.div_ceil(self.kc) == 1 {
-            (64 * (self.kernels.blocked.max_width)(OB)).div_ceil(g.ow)
-        } else {
-            usize::MAX
-        };
+        // Plan and run 64 tiles' worth of rows at a time, not a task's
+        // thousands: their plans (170 B a tile) and partial sums (1 KB)
+        // pushed the maps out of L1 and L2 (ResNet-50's 64 -> 256 1x1s ran
+        // at 45% of the peak at 56x56, and 77% at 28x28). The group's
+        // weights then come from L2 once a chunk.
+        let chunk = (64 * (self.kernels.blocked.max_width)(OB)).div_ceil(g.ow);
         team.run(parts.len(), &|t| {
             let io = (
                 io.0.get() as *const f32,
