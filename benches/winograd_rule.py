@@ -5,6 +5,7 @@
 Usage (repository root, `cargo build --release` first; no packages needed):
 
     python3 benches/winograd_rule.py [--spec specs/resnet18.rn] [--batches 1,2,4,8] [--rounds 3]
+        [--layer1-side 56]
 
 For each batch, `resnetc bench --profile --json` with `--conv-strategy
 blocked` and then `winograd`, alternating for --rounds rounds; for every
@@ -34,6 +35,8 @@ def main():
     ap.add_argument("--batches", default="1,2,4,8")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--layer1-side", type=int, default=56,
+                    help="layer1's map side, for the tile counts (56 at 224; CIFAR: 32)")
     args = ap.parse_args()
     print(f"{'batch':>5} {'layer':<18} {'tiles':>6} {'blocked ms':>11} {'winograd ms':>12} {'ratio':>6}")
     for b in (int(x) for x in args.batches.split(",")):
@@ -46,8 +49,10 @@ def main():
                 continue
             d = statistics.median(r[name][1] for r in runs["blocked"])
             w = statistics.median(r[name][1] for r in runs["winograd"])
-            # ResNet stages: layer1 56x56, layer2 28, layer3 14, layer4 7 at 224.
-            side = {"layer1": 56, "layer2": 28, "layer3": 14, "layer4": 7}.get(name.split(".")[0])
+            # ResNet stages halve the side: layer1 56x56, ..., layer4 7 at 224.
+            s1 = args.layer1_side
+            side = {"layer1": s1, "layer2": s1 // 2, "layer3": s1 // 4,
+                    "layer4": s1 // 8}.get(name.split(".")[0])
             tiles = "?" if side is None else str(b * (-(-side // 4)) ** 2)
             print(f"{b:>5} {name:<18} {tiles:>6} {d:>11.3f} {w:>12.3f} {w / d:>6.2f}")
 

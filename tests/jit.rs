@@ -293,11 +293,13 @@ fn clif(spec: &str, level: u8) -> String {
 fn clif_is_emitted_without_weights_and_reads_like_the_network() {
     let text = clif("specs/cifar/resnet20.rn", 2);
     // On blocked maps, 19 convs, the global pool and the fc call kernels;
-    // the 32x32 and 16x16 stages' stride-1 3x3s are Winograd ones.
+    // the 16x16 stage's stride-1 3x3s are Winograd ones, the 32x32 stage's
+    // (16 channels: `WINOGRAD_MIN_CHANNELS`) and the 8x8's direct.
     let body = &text[text.find("function ").unwrap()..];
     assert_eq!(body.matches("call fn").count(), 21, "{text}");
     for (kernel, conv) in [
-        ("rt_conv_winograd", "layer1.0.conv1"),
+        ("rt_conv_blocked", "layer1.0.conv1"),
+        ("rt_conv_winograd", "layer2.0.conv2"),
         ("rt_conv_winograd", "layer2.1.conv2"),
         ("rt_conv_blocked", "layer2.0.conv1"),
         ("rt_conv_blocked", "layer3.2.conv2"),

@@ -131,7 +131,8 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
 /// Whether a conv on blocked maps of geometry `g` over `n` images runs as
 /// Winograd: where eligible, when forced; by default where it measured
 /// faster than the direct kernel (`benches/winograd_rule.py`): enough tiles
-/// that the 4x larger weights are read for many of them.
+/// that the 4x larger weights are read for many of them, and enough
+/// channels that the GEMMs outweigh the transforms.
 pub fn winograd_rule(g: &blocked::Geom, n: usize, forced: Option<ConvStrategy>) -> bool {
     if !winograd::eligible(g) {
         return false;
@@ -139,9 +140,18 @@ pub fn winograd_rule(g: &blocked::Geom, n: usize, forced: Option<ConvStrategy>) 
     match forced {
         Some(ConvStrategy::Winograd) => true,
         Some(_) => false,
-        None => winograd::tiles(g, n) >= WINOGRAD_MIN_TILES,
+        None => {
+            winograd::tiles(g, n) >= WINOGRAD_MIN_TILES && g.c.min(g.o) >= WINOGRAD_MIN_CHANNELS
+        }
     }
 }
+
+/// The fewest input and output channels for which the rule picks Winograd:
+/// its transforms cost as much per channel at any width, its GEMMs' K is
+/// the channels. CIFAR ResNet-56 (`winograd_rule.py --layer1-side 32`,
+/// 2026-12-01), Winograd's time over the direct kernel's at batch 1 / 64:
+/// 16 channels 1.39 / 1.19, 32 channels 0.88 / 0.74, 64 channels 0.82 / 0.54.
+pub const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// The fewest tiles for which the rule picks Winograd. ResNet-18 on this
 /// project's AVX2 machine, Winograd's time over the direct kernel's
@@ -291,6 +301,23 @@ mod tests {
         assert!(winograd_rule(&g(7, 1), 2, None));
         assert!(winograd_rule(&g(56, 1), 1, None));
         assert!(!winograd_rule(&g(56, 2), 8, None));
+        // 16 channels (CIFAR's layer1): the direct kernel, however many tiles.
+        let narrow = blocked::Geom {
+            c: 16,
+            o: 16,
+            ..g(32, 1)
+        };
+        assert!(!winograd_rule(&narrow, 64, None));
+        assert!(winograd_rule(
+            &blocked::Geom {
+                c: 32,
+                o: 32,
+                ..narrow
+            },
+            1,
+            None
+        ));
+        assert!(winograd_rule(&narrow, 1, Some(ConvStrategy::Winograd)));
         // Forced either way, where eligible.
         assert!(winograd_rule(&g(7, 1), 1, Some(ConvStrategy::Winograd)));
         assert!(!winograd_rule(&g(56, 1), 8, Some(ConvStrategy::Blocked)));
