@@ -37,8 +37,8 @@ fn g_col(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; IN] {
     let mut out = [[0.0f32; BLOCK]; IN];
     for l in 0..BLOCK {
         let (a, b, c) = (x[0][l], x[1][l], x[2][l]);
-        // Reciprocals, not divisions: a tenth of the packing time, for
-        // at most an ulp.
+        // Reciprocals, not divisions: a quarter of Winograd's packing
+        // time, for at most an ulp.
         let (s, t, u) = (a + c, a * (1.0 / 24.0) + c * (1.0 / 6.0), b * (1.0 / 12.0));
         out[0][l] = a * 0.25;
         out[1][l] = (s + b) * (-1.0 / 6.0);
