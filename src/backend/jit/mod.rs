@@ -549,6 +549,12 @@ fn compile(
     // Every conv is packed: the store is shared from here on, read only.
     if let Some(store) = store.take() {
         let store = Arc::new(store);
+        // A conv's option A residual, built past Winograd's transforms (`wino`).
+        let pad = |slot: usize, wino: bool| {
+            l.descs[slot]
+                .step()
+                .and_then(|k| strategy::pad_residual(p, &p.steps[k], wino))
+        };
         for (slot, info, n, conv) in packed {
             table[slot] = hold(
                 &mut held,
@@ -557,9 +563,7 @@ fn compile(
                     step: info,
                     n,
                     conv: conv.bind(store.clone()),
-                    pad: l.descs[slot]
-                        .step()
-                        .and_then(|k| strategy::pad_residual(p, &p.steps[k], false)),
+                    pad: pad(slot, false),
                 },
             );
         }
@@ -571,9 +575,7 @@ fn compile(
                     step: info,
                     n,
                     conv: conv.bind(store.clone()),
-                    pad: l.descs[slot]
-                        .step()
-                        .and_then(|k| strategy::pad_residual(p, &p.steps[k], true)),
+                    pad: pad(slot, true),
                 },
             );
         }
