@@ -23,11 +23,30 @@ use resnetc::lower::Options as BuildOptions;
 
 const PRECISIONS: [Precision; 3] = [Precision::F32, Precision::Tf32, Precision::Bf16];
 
-fn tmp(name: &str) -> PathBuf {
+/// A scratch folder, removed when the test passes (a run leaves 230 MB of
+/// sources and binaries otherwise) and kept for a look when it fails.
+struct Tmp(PathBuf);
+
+impl std::ops::Deref for Tmp {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmp(name: &str) -> Tmp {
     let d = std::env::temp_dir().join(format!("resnetc-cuda-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Tmp(d)
 }
 
 /// The folder with nvcc: `RESNETC_CUDA_BIN`, else the one on PATH.
@@ -440,7 +459,7 @@ fn nvcc_builds_a_library_a_user_can_link() {
     let dir = tmp("lib");
     let out = Command::new(env!("CARGO_BIN_EXE_resnetc"))
         .args(["compile", "specs/cifar/resnet20.rn", "--emit", "cuda", "-o"])
-        .arg(&dir)
+        .arg(&*dir)
         .current_dir(common::root())
         .output()
         .unwrap();
