@@ -56,6 +56,11 @@ fn convs_with(c: &dyn Executable, s: Strategy) -> usize {
         .count()
 }
 
+/// Convs that run as Winograd, either tile.
+fn winograds(c: &dyn Executable) -> usize {
+    convs_with(c, Strategy::Winograd) + convs_with(c, Strategy::WinogradF2)
+}
+
 #[test]
 fn every_kernel_set_the_host_has_is_tested() {
     let sets = kernel_sets();
@@ -134,6 +139,7 @@ fn a_forced_strategy_gives_the_same_result() {
             ("direct-1x1", Strategy::Direct1x1),
             ("blocked", Strategy::Blocked),
             ("winograd", Strategy::Winograd),
+            ("winograd-f2", Strategy::WinogradF2),
         ] {
             let opts = Options {
                 conv_strategy: Some(forced.into()),
@@ -146,7 +152,7 @@ fn a_forced_strategy_gives_the_same_result() {
             // 16 stride-1 3x3s for winograd (the paper's net strides on the 1x1).
             let want_used = match forced {
                 "strided-1x1" => 36,
-                "winograd" => 16,
+                "winograd" | "winograd-f2" => 16,
                 // 16 expands, 13 reduces (three have stride 2 here), layer1's projection.
                 "direct-1x1" => 30,
                 _ => 53,
@@ -158,8 +164,8 @@ fn a_forced_strategy_gives_the_same_result() {
 }
 
 /// Winograd forced on every spec and example, ResNet-152 included, on the
-/// best kernel set: within 1e-4 of the interpreter. (The unit tests and the
-/// proptest run every set.)
+/// best kernel set, with either tile: within 1e-4 of the interpreter. (The
+/// unit tests and the proptest run every set.)
 #[test]
 fn winograd_equals_interpreter_on_every_spec() {
     let best = kernel_sets()[0];
@@ -168,15 +174,23 @@ fn winograd_equals_interpreter_on_every_spec() {
         let x = input_for(&g);
         let (w, want) = common::finite_run(&g, &x, 5);
         let p = common::program(&g, &w, 2);
-        let opts = Options {
-            conv_strategy: Some("winograd".into()),
-            ..with_kernels(best, 2)
-        };
-        let mut c = compiled(&p, opts);
-        let err = rel(&c.run(&x).unwrap(), &want);
-        let used = convs_with(c.as_ref(), Strategy::Winograd);
-        println!("{}: {used} Winograd convs, {err:.1e}", path.display());
-        assert!(err <= 1e-4, "{}: {err:e}", path.display());
+        for (forced, s) in [
+            ("winograd", Strategy::Winograd),
+            ("winograd-f2", Strategy::WinogradF2),
+        ] {
+            let opts = Options {
+                conv_strategy: Some(forced.into()),
+                ..with_kernels(best, 2)
+            };
+            let mut c = compiled(&p, opts);
+            let err = rel(&c.run(&x).unwrap(), &want);
+            let used = convs_with(c.as_ref(), s);
+            println!(
+                "{} {forced}: {used} Winograd convs, {err:.1e}",
+                path.display()
+            );
+            assert!(err <= 1e-4, "{} {forced}: {err:e}", path.display());
+        }
     }
 }
 
@@ -293,8 +307,9 @@ fn clif(spec: &str, level: u8) -> String {
 fn clif_is_emitted_without_weights_and_reads_like_the_network() {
     let text = clif("specs/cifar/resnet20.rn", 2);
     // On blocked maps, 19 convs, the global pool and the fc call kernels;
-    // the 16x16 stage's stride-1 3x3s are Winograd ones, the 32x32 stage's
-    // (16 channels: `WINOGRAD_MIN_CHANNELS`) and the 8x8's direct.
+    // the 16x16 and 8x8 stages' stride-1 3x3s are Winograd F(4x4) ones
+    // (8x8 is 4 tiles: `WINOGRAD_MIN_TILES`), the 32x32 stage's direct (16
+    // channels: `WINOGRAD_MIN_CHANNELS`), as are the strided ones.
     let body = &text[text.find("function ").unwrap()..];
     assert_eq!(body.matches("call fn").count(), 21, "{text}");
     for (kernel, conv) in [
@@ -302,7 +317,8 @@ fn clif_is_emitted_without_weights_and_reads_like_the_network() {
         ("rt_conv_winograd", "layer2.0.conv2"),
         ("rt_conv_winograd", "layer2.1.conv2"),
         ("rt_conv_blocked", "layer2.0.conv1"),
-        ("rt_conv_blocked", "layer3.2.conv2"),
+        ("rt_conv_winograd", "layer3.2.conv2"),
+        ("rt_conv_blocked", "layer3.0.conv1"),
     ] {
         let line = format!("{kernel} descriptor of `{conv}`");
         assert!(text.contains(&line), "{line}: {text}");
@@ -573,8 +589,7 @@ proptest! {
             let mut c = compiled(&prog, with_kernels(ks, 2));
             if !identity_input {
                 let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
-                let on_blocked = convs_with(c.as_ref(), Strategy::Blocked)
-                    + convs_with(c.as_ref(), Strategy::Winograd);
+                let on_blocked = convs_with(c.as_ref(), Strategy::Blocked) + winograds(c.as_ref());
                 prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
             }
             let got = c.run(&x).unwrap();
@@ -590,16 +605,20 @@ proptest! {
         cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..5, p in 0usize..3,
         h in 1usize..14, w in 1usize..14, batch in 1usize..4,
         shortcut in prop::sample::select(vec!["B", "C", "none"]),
+        (forced, strategy) in prop::sample::select(vec![
+            ("winograd", Strategy::Winograd),
+            ("winograd-f2", Strategy::WinogradF2),
+        ]),
     ) {
         let src = tiny_spec(cin, h, w, 16 * cout_b, 3, 1, p, 1, shortcut).replace(
             "stride 1\n}",
             "stride 1\n  head {\n    global_avg_pool\n    flatten\n    fc(10)\n  }\n}",
         );
         // None: a 3x3 conv larger than its padded input.
-        for (ks, c, err) in on_every_set(&src, batch, Some("winograd")).unwrap_or_default() {
+        for (ks, c, err) in on_every_set(&src, batch, Some(forced)).unwrap_or_default() {
             // On blocked maps (not when an identity shortcut adds the planar
             // input), every 3x3 but the first, which reads the planar input.
-            let wino = convs_with(c.as_ref(), Strategy::Winograd);
+            let wino = convs_with(c.as_ref(), strategy);
             let blocked = wino + convs_with(c.as_ref(), Strategy::Blocked) > 0;
             prop_assert!(!blocked || wino >= 1, "{}: {}", src, ks);
             prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
@@ -623,8 +642,7 @@ proptest! {
         prop_assert!(runs.is_some(), "{}", src);
         for (ks, c, err) in runs.unwrap_or_default() {
             let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
-            let on_blocked = convs_with(c.as_ref(), Strategy::Blocked)
-                + convs_with(c.as_ref(), Strategy::Winograd);
+            let on_blocked = convs_with(c.as_ref(), Strategy::Blocked) + winograds(c.as_ref());
             prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
             prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
         }

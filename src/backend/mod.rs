@@ -153,6 +153,8 @@ pub enum Strategy {
     Blocked,
     /// Winograd F(4x4, 3x3) on channel-blocked maps.
     Winograd,
+    /// Winograd F(2x2, 3x3) on channel-blocked maps.
+    WinogradF2,
     /// A 1x1 conv whose input rows are the GEMM's B.
     Direct1x1,
     /// A strided 1x1 conv on its subsampled input.
@@ -176,6 +178,7 @@ impl Strategy {
         match self {
             Strategy::Blocked => "blocked",
             Strategy::Winograd => "winograd",
+            Strategy::WinogradF2 => "winograd-f2",
             Strategy::Direct1x1 => "direct-1x1",
             Strategy::Strided1x1 => "strided-1x1",
             Strategy::Im2col => "im2col",

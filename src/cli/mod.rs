@@ -127,8 +127,8 @@ pub struct BackendArgs {
     /// Worker threads (default: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Force a conv strategy where it is eligible (jit: blocked, direct-1x1,
-    /// strided-1x1, im2col; experiments).
+    /// Force a conv strategy where it is eligible (jit: blocked, winograd,
+    /// winograd-f2, direct-1x1, strided-1x1, im2col; experiments).
     #[arg(long, value_name = "NAME")]
     pub conv_strategy: Option<String>,
     /// The kernel set (jit: avx512, avx2, portable; default: the best this

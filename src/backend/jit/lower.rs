@@ -27,6 +27,7 @@ pub enum Desc {
     /// A Winograd conv on channel-blocked maps.
     WinogradConv {
         step: usize,
+        tile: winograd::Tile,
     },
     Linear {
         step: usize,
@@ -62,7 +63,11 @@ impl Desc {
             Desc::Shared => "shared state",
             Desc::Conv { .. } => "rt_conv descriptor",
             Desc::BlockedConv { .. } => "rt_conv_blocked descriptor",
-            Desc::WinogradConv { .. } => "rt_conv_winograd descriptor",
+            Desc::WinogradConv {
+                tile: winograd::Tile::F4,
+                ..
+            } => "rt_conv_winograd descriptor",
+            Desc::WinogradConv { .. } => "rt_conv_winograd F(2x2) descriptor",
             Desc::Linear { .. } => "rt_linear descriptor",
             Desc::Pool { blocked: true, .. } => "rt_max_pool_blocked descriptor",
             Desc::Pool { .. } => "rt_pool descriptor",
@@ -79,7 +84,7 @@ impl Desc {
         match self {
             Desc::Conv { step, .. }
             | Desc::BlockedConv { step }
-            | Desc::WinogradConv { step }
+            | Desc::WinogradConv { step, .. }
             | Desc::Linear { step }
             | Desc::Pool { step, .. }
             | Desc::Pad { step }
@@ -122,7 +127,9 @@ pub fn lower(
     fault: Option<&str>,
 ) -> Lowered {
     let layout = match forced {
-        None | Some(ConvStrategy::Blocked | ConvStrategy::Winograd) => strategy::blocked_layout(p),
+        None | Some(ConvStrategy::Blocked | ConvStrategy::Winograd | ConvStrategy::WinogradF2) => {
+            strategy::blocked_layout(p)
+        }
         Some(f) => Err(format!(
             "--conv-strategy {} runs every map planar",
             f.name()
@@ -172,18 +179,21 @@ pub fn lower(
                 } else {
                     None
                 };
-                let wino = on_blocked.is_some_and(|g| strategy::winograd_rule(&g, geom.n, forced));
-                if let Some(g) = on_blocked.filter(|_| wino) {
-                    l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n));
+                let wino = on_blocked.and_then(|g| strategy::winograd_rule(&g, geom.n, forced));
+                if let (Some(g), Some(tile)) = (on_blocked, wino) {
+                    l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n, tile));
                 }
                 if let Some((pad, at)) = strategy::pad_residual(p, s, wino).filter(|_| blocked) {
                     l.scratch = l.scratch.max(at + pad.len(geom.n));
                 }
-                let (symbol, d, how) = if wino {
+                let (symbol, d, how) = if let Some(tile) = wino {
                     (
                         "rt_conv_winograd",
-                        Desc::WinogradConv { step: k },
-                        Strategy::Winograd,
+                        Desc::WinogradConv { step: k, tile },
+                        match tile {
+                            winograd::Tile::F2 => Strategy::WinogradF2,
+                            winograd::Tile::F4 => Strategy::Winograd,
+                        },
                     )
                 } else if blocked {
                     (

@@ -148,15 +148,17 @@ impl Backend for Jit {
         f.add("arena", p.arena_bytes, true);
         f.add("scratch", 4 * l.scratch as u64, true);
         // The weights as read (held by the program) and as packed, on 2 MB
-        // pages; a Winograd conv's are 4x (36 elements for 9 taps).
+        // pages; a Winograd conv's are 4x (36 elements for 9 taps) or 16/9.
         let winograd: u64 = l
             .descs
             .iter()
-            .filter_map(|d| match d {
-                Desc::WinogradConv { step } => strategy::blocked_geom(p, &p.steps[*step]),
+            .filter_map(|d| match *d {
+                Desc::WinogradConv { step, tile } => {
+                    strategy::blocked_geom(p, &p.steps[step]).map(|g| (g, tile))
+                }
                 _ => None,
             })
-            .map(|g| 4 * (winograd::weight_len(&g) - 9 * g.c * g.o) as u64)
+            .map(|(g, tile)| 4 * (winograd::weight_len(&g, tile) - 9 * g.c * g.o) as u64)
             .sum();
         f.add("weights", w, false);
         f.add(
@@ -338,8 +340,8 @@ fn compile(
         Desc::BlockedConv { step } => {
             strategy::blocked_geom(p, &p.steps[step]).map(|g| blocked::floats(&g))
         }
-        Desc::WinogradConv { step } => {
-            strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g))
+        Desc::WinogradConv { step, tile } => {
+            strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g, tile))
         }
         _ => None,
     };
@@ -550,7 +552,11 @@ fn compile(
     if let Some(store) = store.take() {
         let store = Arc::new(store);
         // A conv's option A residual, built past Winograd's transforms (`wino`).
-        let pad = |slot: usize, wino: bool| {
+        let pad = |slot: usize| {
+            let wino = match l.descs[slot] {
+                Desc::WinogradConv { tile, .. } => Some(tile),
+                _ => None,
+            };
             l.descs[slot]
                 .step()
                 .and_then(|k| strategy::pad_residual(p, &p.steps[k], wino))
@@ -563,7 +569,7 @@ fn compile(
                     step: info,
                     n,
                     conv: conv.bind(store.clone()),
-                    pad: pad(slot, false),
+                    pad: pad(slot),
                 },
             );
         }
@@ -575,7 +581,7 @@ fn compile(
                     step: info,
                     n,
                     conv: conv.bind(store.clone()),
-                    pad: pad(slot, true),
+                    pad: pad(slot),
                 },
             );
         }
@@ -700,12 +706,13 @@ fn build(
                 conv: Box::new(conv),
             }
         }
-        Desc::WinogradConv { .. } => {
+        Desc::WinogradConv { tile, .. } => {
             let (w, epilogue, n, g) = on_blocked_maps(p, s)?;
             let region = region.ok_or_else(|| s.error(STAGE, "no room in the weight store"))?;
             let bias = epilogue.bias.map(weight);
+            let relu = epilogue.relu;
             let conv =
-                winograd::Conv::pack(g, n, &weight(w), bias, epilogue.relu, jit.kernels, region)
+                winograd::Conv::pack(g, n, tile, &weight(w), bias, relu, jit.kernels, region)
                     .ok_or_else(|| {
                         s.error(STAGE, "not a Winograd conv, or the weight store is full")
                     })?;

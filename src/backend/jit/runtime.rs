@@ -194,12 +194,13 @@ unsafe fn conv_batch(
                 },
             }
         }
-        ConvStrategy::Im2col | ConvStrategy::Blocked | ConvStrategy::Winograd => {
-            gemm::BSource::Im2col {
-                x,
-                geom: geom(d, d.g.c, x_image),
-            }
-        }
+        ConvStrategy::Im2col
+        | ConvStrategy::Blocked
+        | ConvStrategy::Winograd
+        | ConvStrategy::WinogradF2 => gemm::BSource::Im2col {
+            x,
+            geom: geom(d, d.g.c, x_image),
+        },
     };
     let epi = Epilogue {
         bias: d.bias.as_ref().map(|v| v.as_ptr()),
@@ -295,12 +296,13 @@ unsafe fn conv_one(
                 images: gemm::Images::one(n_pix),
             }
         }
-        ConvStrategy::Im2col | ConvStrategy::Blocked | ConvStrategy::Winograd => {
-            gemm::BSource::Im2col {
-                x: xg,
-                geom: geom(d, cg, 0),
-            }
-        }
+        ConvStrategy::Im2col
+        | ConvStrategy::Blocked
+        | ConvStrategy::Winograd
+        | ConvStrategy::WinogradF2 => gemm::BSource::Im2col {
+            x: xg,
+            geom: geom(d, cg, 0),
+        },
     };
     let out_b = out.wrapping_add((b * d.g.o + g * og) * n_pix);
     let (rc, rh, rw) = d.res_chw;

@@ -24,12 +24,15 @@ pub enum ConvStrategy {
     /// (`winograd.rs`); forced, every eligible conv takes it, else
     /// [`winograd_rule`] picks it per layer.
     Winograd,
+    /// Winograd F(2x2, 3x3), likewise.
+    WinogradF2,
 }
 
 /// Every strategy, as `--conv-strategy` names them.
 pub const ALL: &[ConvStrategy] = &[
     ConvStrategy::Blocked,
     ConvStrategy::Winograd,
+    ConvStrategy::WinogradF2,
     ConvStrategy::Direct1x1,
     ConvStrategy::Strided1x1,
     ConvStrategy::Im2col,
@@ -48,6 +51,7 @@ impl ConvStrategy {
             ConvStrategy::Im2col => Strategy::Im2col,
             ConvStrategy::Blocked => Strategy::Blocked,
             ConvStrategy::Winograd => Strategy::Winograd,
+            ConvStrategy::WinogradF2 => Strategy::WinogradF2,
         }
     }
 
@@ -62,7 +66,7 @@ impl ConvStrategy {
             ConvStrategy::Direct1x1 => g.kernel == 1 && g.stride == 1 && g.pad == 0,
             ConvStrategy::Strided1x1 => g.kernel == 1 && g.pad == 0,
             ConvStrategy::Im2col => true,
-            ConvStrategy::Blocked | ConvStrategy::Winograd => false,
+            ConvStrategy::Blocked | ConvStrategy::Winograd | ConvStrategy::WinogradF2 => false,
         }
     }
 }
@@ -129,39 +133,88 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
 }
 
 /// Whether a conv on blocked maps of geometry `g` over `n` images runs as
-/// Winograd: where eligible, when forced; by default where it measured
-/// faster than the direct kernel (`benches/winograd_rule.py`): enough tiles
-/// that the 4x larger weights are read for many of them, and enough
-/// channels that the GEMMs outweigh the transforms.
-pub fn winograd_rule(g: &blocked::Geom, n: usize, forced: Option<ConvStrategy>) -> bool {
+/// Winograd, and with which tile: where eligible, when forced; by default
+/// where it measured faster than the direct kernel
+/// (`benches/winograd_rule.py`: ResNet-18, ResNet-50 v1.5 and CIFAR
+/// ResNet-56 at batch 1 to 64 on this project's AVX2 machine, 2026-12-01):
+/// - fewer than [`WINOGRAD_MIN_CHANNELS`]: direct (the transforms outweigh
+///   the GEMMs);
+/// - F(4x4)'s weights small (at most [`WINOGRAD_LARGE_WEIGHTS`]): F(4x4)
+///   from [`WINOGRAD_MIN_TILES`] tiles on (CIFAR's 8x8 64-channel layer3
+///   at batch 1, 4 tiles: 0.59-0.65 of direct; F(2x2) there 1.2-1.4);
+/// - large, with [`WINOGRAD_F4_TILES`] tiles or more: F(4x4), which reads
+///   them for enough tiles (ResNet-50 at batch 2 and up);
+/// - large, fewer tiles: F(2x2), with 16/36 of the weights to read, where
+///   F(4x4) has under 8 tiles (7x7 at batch 1: F(2x2) 0.68-0.83 of direct,
+///   F(4x4) 0.85-0.96) or computes more padded pixels than F(2x2) (14x14
+///   at batch 1: 256 against 196; ResNet-50's layer3 F(2x2) 0.52-0.63,
+///   F(4x4) 0.60-0.74); else F(4x4) (7x7 at batch 2: 0.58-0.71 against
+///   0.59-0.84).
+pub fn winograd_rule(
+    g: &blocked::Geom,
+    n: usize,
+    forced: Option<ConvStrategy>,
+) -> Option<winograd::Tile> {
+    use winograd::Tile::{F2, F4};
     if !winograd::eligible(g) {
-        return false;
+        return None;
     }
     match forced {
-        Some(ConvStrategy::Winograd) => true,
-        Some(_) => false,
-        None => {
-            winograd::tiles(g, n) >= WINOGRAD_MIN_TILES && g.c.min(g.o) >= WINOGRAD_MIN_CHANNELS
-        }
+        Some(ConvStrategy::Winograd) => return Some(F4),
+        Some(ConvStrategy::WinogradF2) => return Some(F2),
+        Some(_) => return None,
+        None => {}
+    }
+    if g.c.min(g.o) < WINOGRAD_MIN_CHANNELS {
+        return None;
+    }
+    let (t4, t2) = (winograd::tiles(g, n, F4), winograd::tiles(g, n, F2));
+    if 4 * winograd::weight_len(g, F4) <= WINOGRAD_LARGE_WEIGHTS {
+        return (t4 >= WINOGRAD_MIN_TILES).then_some(F4);
+    }
+    if t4 >= WINOGRAD_F4_TILES {
+        return Some(F4);
+    }
+    let padded = |t: usize, tile: winograd::Tile| t * tile.out() * tile.out();
+    if t4 < 8 || padded(t2, F2) < padded(t4, F4) {
+        (t2 >= WINOGRAD_F2_MIN_TILES).then_some(F2)
+    } else {
+        Some(F4)
     }
 }
 
 /// The fewest input and output channels for which the rule picks Winograd:
 /// its transforms cost as much per channel at any width, its GEMMs' K is
 /// the channels. CIFAR ResNet-56 (`winograd_rule.py --layer1-side 32`,
-/// 2026-12-01), Winograd's time over the direct kernel's at batch 1 / 64:
+/// 2026-12-01), F(4x4)'s time over the direct kernel's at batch 1 / 64:
 /// 16 channels 1.39 / 1.19, 32 channels 0.88 / 0.74, 64 channels 0.82 / 0.54.
 pub const WINOGRAD_MIN_CHANNELS: usize = 32;
 
-/// The fewest tiles for which the rule picks Winograd. ResNet-18 on this
-/// project's AVX2 machine, Winograd's time over the direct kernel's
-/// (`benches/winograd_rule.py`, 2026-12-01): 4 tiles (7x7, batch 1) 1.24-1.32,
-/// 8 tiles 0.68-0.79, 16 and more 0.36-0.74.
-pub const WINOGRAD_MIN_TILES: usize = 8;
+/// Bytes of F(4x4) weights (`36 c o` floats) above which reading them
+/// bounds a conv with few tiles: 128 channels' 2.25 MiB are small (the
+/// caches hold them), 256 channels' 9 MiB large.
+pub const WINOGRAD_LARGE_WEIGHTS: usize = 4 << 20;
+
+/// The fewest F(4x4) tiles for which the rule picks F(4x4) with small
+/// weights: measured down to 4 (CIFAR's layer3 at batch 1).
+pub const WINOGRAD_MIN_TILES: usize = 4;
+
+/// With large weights, the F(4x4) tiles from which F(4x4) is picked:
+/// ResNet-50's layer3 at batch 2 (32 tiles), F(4x4) 0.48-0.51 of direct
+/// against F(2x2)'s 0.48-0.70.
+pub const WINOGRAD_F4_TILES: usize = 32;
+
+/// The fewest F(2x2) tiles for which the rule picks F(2x2): measured down
+/// to 16 (7x7 at batch 1).
+pub const WINOGRAD_F2_MIN_TILES: usize = 16;
 
 /// A conv step's option A residual on blocked maps, and where in the
 /// shared scratch it is built: past a Winograd conv's transforms (`wino`).
-pub fn pad_residual(p: &Program, s: &Step, wino: bool) -> Option<(blocked::PadResidual, usize)> {
+pub fn pad_residual(
+    p: &Program,
+    s: &Step,
+    wino: Option<winograd::Tile>,
+) -> Option<(blocked::PadResidual, usize)> {
     let Kind::Conv { geom, epilogue, .. } = &s.kind else {
         return None;
     };
@@ -174,10 +227,9 @@ pub fn pad_residual(p: &Program, s: &Step, wino: bool) -> Option<(blocked::PadRe
     else {
         return None;
     };
-    let at = if wino {
-        winograd::scratch_len(&blocked_geom(p, s)?, geom.n)
-    } else {
-        0
+    let at = match wino {
+        Some(tile) => winograd::scratch_len(&blocked_geom(p, s)?, geom.n, tile),
+        None => 0,
     };
     let b = &buffer.shape;
     Some((
@@ -283,12 +335,13 @@ mod tests {
     }
 
     #[test]
-    fn winograd_takes_the_stride_one_3x3s_with_enough_tiles() {
-        let g = |side: usize, stride: usize| blocked::Geom {
-            c: 64,
+    fn winograd_takes_the_stride_one_3x3s_by_weights_and_tiles() {
+        use winograd::Tile::{F2, F4};
+        let g = |c: usize, side: usize, stride: usize| blocked::Geom {
+            c,
             h: side,
             w: side,
-            o: 64,
+            o: c,
             kernel: 3,
             stride,
             pad: 1,
@@ -296,31 +349,37 @@ mod tests {
             ow: side.div_ceil(stride),
             input: blocked::Input::Blocked,
         };
-        // 7x7 is 2x2 tiles: 4 at batch 1, 8 at batch 2.
-        assert!(!winograd_rule(&g(7, 1), 1, None));
-        assert!(winograd_rule(&g(7, 1), 2, None));
-        assert!(winograd_rule(&g(56, 1), 1, None));
-        assert!(!winograd_rule(&g(56, 2), 8, None));
-        // 16 channels (CIFAR's layer1): the direct kernel, however many tiles.
-        let narrow = blocked::Geom {
-            c: 16,
-            o: 16,
-            ..g(32, 1)
-        };
-        assert!(!winograd_rule(&narrow, 64, None));
-        assert!(winograd_rule(
-            &blocked::Geom {
-                c: 32,
-                o: 32,
-                ..narrow
-            },
-            1,
-            None
-        ));
-        assert!(winograd_rule(&narrow, 1, Some(ConvStrategy::Winograd)));
+        // Small weights (64 and 128 channels): F(4x4) from 4 tiles on.
+        assert_eq!(winograd_rule(&g(64, 8, 1), 1, None), Some(F4));
+        assert_eq!(winograd_rule(&g(64, 4, 1), 1, None), None);
+        assert_eq!(winograd_rule(&g(128, 28, 1), 1, None), Some(F4));
+        assert_eq!(winograd_rule(&g(64, 56, 2), 8, None), None);
+        // Large (256 and 512): F(4x4) from 32 tiles, F(2x2) below at
+        // 14x14 (fewer padded pixels) and at under 8 tiles.
+        assert_eq!(winograd_rule(&g(256, 14, 1), 2, None), Some(F4));
+        assert_eq!(winograd_rule(&g(256, 14, 1), 1, None), Some(F2));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 1, None), Some(F2));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 2, None), Some(F4));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 8, None), Some(F4));
+        // 3x3 at batch 1: 4 F(2x2) tiles, unmeasured: direct.
+        assert_eq!(winograd_rule(&g(512, 3, 1), 1, None), None);
+        // 16 channels (CIFAR's layer1): direct, however many tiles; 32: F(4x4).
+        assert_eq!(winograd_rule(&g(16, 32, 1), 64, None), None);
+        assert_eq!(winograd_rule(&g(32, 16, 1), 1, None), Some(F4));
         // Forced either way, where eligible.
-        assert!(winograd_rule(&g(7, 1), 1, Some(ConvStrategy::Winograd)));
-        assert!(!winograd_rule(&g(56, 1), 8, Some(ConvStrategy::Blocked)));
-        assert!(!winograd_rule(&g(56, 2), 8, Some(ConvStrategy::Winograd)));
+        assert_eq!(
+            winograd_rule(&g(16, 32, 1), 1, Some(ConvStrategy::Winograd)),
+            Some(F4)
+        );
+        let f2 = Some(ConvStrategy::WinogradF2);
+        assert_eq!(winograd_rule(&g(512, 3, 1), 1, f2), Some(F2));
+        assert_eq!(
+            winograd_rule(&g(64, 56, 1), 8, Some(ConvStrategy::Blocked)),
+            None
+        );
+        assert_eq!(
+            winograd_rule(&g(64, 56, 2), 8, Some(ConvStrategy::Winograd)),
+            None
+        );
     }
 }

@@ -1,15 +1,17 @@
-//! Winograd F(4x4, 3x3) for stride-1 3x3 convs on channel-blocked maps
-//! (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-//! 2016): 36 multiplications for 16 outputs where direct convolution takes
-//! 144, at the price of transforms and 4x the weights.
+//! Winograd F(4x4, 3x3) and F(2x2, 3x3) for stride-1 3x3 convs on
+//! channel-blocked maps (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016): F(4x4) takes 36 multiplications for 16 outputs
+//! where direct convolution takes 144, at the price of transforms and 4x the
+//! weights; F(2x2) takes 16 for 4 (of 36), with 16/9 the weights.
 //!
 //! Three phases, each split over the team:
-//! 1. the input transform: each 6x6 input tile (stride 4, zero outside the
-//!    map) becomes 36 vectors `B^T d B`, one per Winograd element `e`,
-//!    stored as 36 blocked "maps" whose pixels are the tiles of every image;
-//! 2. 36 GEMMs, one per element: `M_e = U_e V_e`, run by the kernel set's
-//!    blocked tile as a 1x1 conv over the tiles (the weights `U = G g G^T`
-//!    were transformed at compile time);
+//! 1. the input transform: each input tile (`m + 2` square, stride `m`,
+//!    zero outside the map) becomes `(m + 2)^2` vectors `B^T d B`, one per
+//!    Winograd element `e`, stored as blocked "maps" whose pixels are the
+//!    tiles of every image;
+//! 2. a GEMM per element: `M_e = U_e V_e`, run by the kernel set's blocked
+//!    tile as a 1x1 conv over the tiles (the weights `U = G g G^T` were
+//!    transformed at compile time);
 //! 3. the output transform `A^T m A` of each tile, with the fused epilogue
 //!    (bias, residual, ReLU) as it is stored.
 //!
@@ -23,18 +25,40 @@ use super::kernels::epilogue::{self, Lanes};
 use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
 
-/// Output pixels a tile side.
-pub const OUT: usize = 4;
-/// Input pixels a tile side.
-pub const IN: usize = 6;
-/// Winograd elements per tile.
-pub const ELEMENTS: usize = IN * IN;
+/// The output tile: F(m x m, 3x3) for m = 2 or 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tile {
+    /// F(2x2, 3x3): 4x4 input tiles, 16 elements.
+    F2,
+    /// F(4x4, 3x3): 6x6 input tiles, 36 elements.
+    F4,
+}
+
+impl Tile {
+    /// Output pixels a tile side.
+    pub const fn out(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Input pixels a tile side.
+    pub const fn inp(self) -> usize {
+        self.out() + 2
+    }
+
+    /// Winograd elements per tile.
+    pub const fn elements(self) -> usize {
+        self.inp() * self.inp()
+    }
+}
 
 /// `G x` for one column of 3 (16 lanes): the weight transform `U = G g G^T`
 /// with `G` (6x3) = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
 /// 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
-fn g_col(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; IN] {
-    let mut out = [[0.0f32; BLOCK]; IN];
+fn g_col4(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; 6] {
+    let mut out = [[0.0f32; BLOCK]; 6];
     for l in 0..BLOCK {
         let (a, b, c) = (x[0][l], x[1][l], x[2][l]);
         // Reciprocals, not divisions: a quarter of Winograd's packing
@@ -46,6 +70,20 @@ fn g_col(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; IN] {
         out[3][l] = t + u;
         out[4][l] = t - u;
         out[5][l] = c;
+    }
+    out
+}
+
+/// As [`g_col4`] for F(2x2, 3x3): `G` (4x3) = [1 0 0; 1/2 1/2 1/2;
+/// 1/2 -1/2 1/2; 0 0 1].
+fn g_col2(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; 4] {
+    let mut out = [[0.0f32; BLOCK]; 4];
+    for l in 0..BLOCK {
+        let (a, b, c) = (x[0][l], x[1][l], x[2][l]);
+        out[0][l] = a;
+        out[1][l] = (a + b + c) * 0.5;
+        out[2][l] = (a - b + c) * 0.5;
+        out[3][l] = c;
     }
     out
 }
@@ -65,26 +103,27 @@ pub fn eligible(g: &Geom) -> bool {
 }
 
 /// Tiles of `n` images of geometry `g`.
-pub fn tiles(g: &Geom, n: usize) -> usize {
-    n * g.oh.div_ceil(OUT) * g.ow.div_ceil(OUT)
+pub fn tiles(g: &Geom, n: usize, tile: Tile) -> usize {
+    n * g.oh.div_ceil(tile.out()) * g.ow.div_ceil(tile.out())
 }
 
 /// Floats of scratch a run over `n` images needs: the transformed input
-/// and the GEMMs' output, both 36 per tile and channel.
-pub fn scratch_len(g: &Geom, n: usize) -> usize {
-    ELEMENTS * tiles(g, n) * (g.c + g.o)
+/// and the GEMMs' output, an element per tile and channel each.
+pub fn scratch_len(g: &Geom, n: usize, tile: Tile) -> usize {
+    tile.elements() * tiles(g, n, tile) * (g.c + g.o)
 }
 
 /// Floats of transformed weights.
-pub fn weight_len(g: &Geom) -> usize {
-    ELEMENTS * g.c * g.o
+pub fn weight_len(g: &Geom, tile: Tile) -> usize {
+    tile.elements() * g.c * g.o
 }
 
-/// A row of tiles for the input transform: tile `tx` reads the 6x6 pixels
-/// from (`y0`, `x0 + 4 tx`) of one block's map (`h x w x 16`), zero outside
-/// it, and writes element `e` of its 16 channels at `dst + e * e_stride +
-/// 16 tx`.
+/// A row of tiles for the input transform: tile `tx` reads the
+/// `inp x inp` pixels from (`y0`, `x0 + out tx`) of one block's map
+/// (`h x w x 16`), zero outside it, and writes element `e` of its 16
+/// channels at `dst + e * e_stride + 16 tx`.
 pub struct InputRow {
+    pub tile: Tile,
     pub x: *const f32,
     pub h: usize,
     pub w: usize,
@@ -97,9 +136,10 @@ pub struct InputRow {
 
 /// A row of tiles for the output transform: tile `tx` reads element `e` at
 /// `m + e * e_stride + 16 tx` and writes `relu?(A^T m A + bias + res)` to the
-/// pixels from (`y0`, `4 tx`) of one block's output map (`h x w x 16`) that
-/// lie inside it. `res` is null or laid out as `out` (it may be `out`).
+/// pixels from (`y0`, `out tx`) of one block's output map (`h x w x 16`)
+/// that lie inside it. `res` is null or laid out as `out` (it may be `out`).
 pub struct OutputRow {
+    pub tile: Tile,
     pub m: *const f32,
     pub e_stride: usize,
     pub bias: *const f32,
@@ -112,36 +152,73 @@ pub struct OutputRow {
     pub tiles: usize,
 }
 
-/// `B^T d` over one axis: six values `d[i * s]` to six.
-#[inline(always)]
-unsafe fn bt<L: Lanes>(d: [L; IN]) -> [L; IN] {
-    // SAFETY: lane arithmetic; the features are the caller's.
-    unsafe {
-        let [d0, d1, d2, d3, d4, d5] = d;
-        [
-            d2.mul_add(-5.0, d0.mul_add(4.0, d4)),
-            d1.add(d2).mul_add(-4.0, d3.add(d4)),
-            d1.sub(d2).mul_add(4.0, d4.sub(d3)),
-            d1.sub(d3).mul_add(-2.0, d4.sub(d2)),
-            d1.sub(d3).mul_add(2.0, d4.sub(d2)),
-            d3.mul_add(-5.0, d1.mul_add(4.0, d5)),
-        ]
+/// One tile size's `B^T` and `A^T` over one axis, `I` inputs and `O`
+/// outputs a side.
+trait Transform<const I: usize, const O: usize> {
+    /// # Safety
+    /// The CPU has `L`'s features.
+    unsafe fn bt<L: Lanes>(d: [L; I]) -> [L; I];
+    /// # Safety
+    /// The CPU has `L`'s features.
+    unsafe fn at<L: Lanes>(m: [L; I]) -> [L; O];
+}
+
+struct F4;
+
+impl Transform<6, 4> for F4 {
+    #[inline(always)]
+    unsafe fn bt<L: Lanes>(d: [L; 6]) -> [L; 6] {
+        // SAFETY: lane arithmetic; the features are the caller's.
+        unsafe {
+            let [d0, d1, d2, d3, d4, d5] = d;
+            [
+                d2.mul_add(-5.0, d0.mul_add(4.0, d4)),
+                d1.add(d2).mul_add(-4.0, d3.add(d4)),
+                d1.sub(d2).mul_add(4.0, d4.sub(d3)),
+                d1.sub(d3).mul_add(-2.0, d4.sub(d2)),
+                d1.sub(d3).mul_add(2.0, d4.sub(d2)),
+                d3.mul_add(-5.0, d1.mul_add(4.0, d5)),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn at<L: Lanes>(m: [L; 6]) -> [L; 4] {
+        // SAFETY: lane arithmetic; the features are the caller's.
+        unsafe {
+            let [m0, m1, m2, m3, m4, m5] = m;
+            let (s12, d12, s34, d34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
+            [
+                m0.add(s12).add(s34),
+                d34.mul_add(2.0, d12),
+                s34.mul_add(4.0, s12),
+                d34.mul_add(8.0, d12).add(m5),
+            ]
+        }
     }
 }
 
-/// `A^T m` over one axis: six values to four.
-#[inline(always)]
-unsafe fn at<L: Lanes>(m: [L; IN]) -> [L; OUT] {
-    // SAFETY: lane arithmetic; the features are the caller's.
-    unsafe {
-        let [m0, m1, m2, m3, m4, m5] = m;
-        let (s12, d12, s34, d34) = (m1.add(m2), m1.sub(m2), m3.add(m4), m3.sub(m4));
-        [
-            m0.add(s12).add(s34),
-            d34.mul_add(2.0, d12),
-            s34.mul_add(4.0, s12),
-            d34.mul_add(8.0, d12).add(m5),
-        ]
+struct F2;
+
+impl Transform<4, 2> for F2 {
+    /// `B^T` = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1].
+    #[inline(always)]
+    unsafe fn bt<L: Lanes>(d: [L; 4]) -> [L; 4] {
+        // SAFETY: lane arithmetic; the features are the caller's.
+        unsafe {
+            let [d0, d1, d2, d3] = d;
+            [d0.sub(d2), d1.add(d2), d2.sub(d1), d1.sub(d3)]
+        }
+    }
+
+    /// `A^T` = [1 1 1 0; 0 1 -1 -1].
+    #[inline(always)]
+    unsafe fn at<L: Lanes>(m: [L; 4]) -> [L; 2] {
+        // SAFETY: lane arithmetic; the features are the caller's.
+        unsafe {
+            let [m0, m1, m2, m3] = m;
+            [m0.add(m1).add(m2), m1.sub(m2).sub(m3)]
+        }
     }
 }
 
@@ -151,13 +228,41 @@ unsafe fn at<L: Lanes>(m: [L; IN]) -> [L; OUT] {
 /// The row's pointers hold what [`InputRow`] says; the CPU has `L`'s features.
 #[inline(always)]
 pub unsafe fn input_row<L: Lanes>(r: &InputRow) {
+    // SAFETY: passed on.
+    unsafe {
+        match r.tile {
+            Tile::F2 => input::<L, F2, 4, 2>(r),
+            Tile::F4 => input::<L, F4, 6, 4>(r),
+        }
+    }
+}
+
+/// The output transform and epilogue of a row of tiles, `L::N` channels at
+/// a time.
+///
+/// # Safety
+/// The row's pointers hold what [`OutputRow`] says; the CPU has `L`'s features.
+#[inline(always)]
+pub unsafe fn output_row<L: Lanes>(r: &OutputRow) {
+    // SAFETY: passed on.
+    unsafe {
+        match r.tile {
+            Tile::F2 => output::<L, F2, 4, 2>(r),
+            Tile::F4 => output::<L, F4, 6, 4>(r),
+        }
+    }
+}
+
+/// [`input_row`] for one tile size.
+#[inline(always)]
+unsafe fn input<L: Lanes, T: Transform<I, O>, const I: usize, const O: usize>(r: &InputRow) {
     for tx in 0..r.tiles {
-        let x0 = r.x0 + (OUT * tx) as isize;
+        let x0 = r.x0 + (O * tx) as isize;
         for lane in (0..BLOCK).step_by(L::N) {
             // SAFETY: only pixels inside the map are read; the caller's
-            // destination holds 36 elements of this tile.
+            // destination holds this tile's elements.
             unsafe {
-                let mut d = [[L::splat(0.0); IN]; IN];
+                let mut d = [[L::splat(0.0); I]; I];
                 for (i, row) in d.iter_mut().enumerate() {
                     let y = r.y0 + i as isize;
                     if y < 0 || y >= r.h as isize {
@@ -172,17 +277,17 @@ pub unsafe fn input_row<L: Lanes>(r: &InputRow) {
                     }
                 }
                 // Columns first (B^T d), then rows (.. B).
-                let mut t = [[L::splat(0.0); IN]; IN];
-                for j in 0..IN {
-                    let col = bt([d[0][j], d[1][j], d[2][j], d[3][j], d[4][j], d[5][j]]);
-                    for i in 0..IN {
+                let mut t = [[L::splat(0.0); I]; I];
+                for j in 0..I {
+                    let col = T::bt(std::array::from_fn(|i| d[i][j]));
+                    for i in 0..I {
                         t[i][j] = col[i];
                     }
                 }
                 for (i, row) in t.iter().enumerate() {
-                    let v = bt(*row);
+                    let v = T::bt(*row);
                     for (j, v) in v.iter().enumerate() {
-                        let e = i * IN + j;
+                        let e = i * I + j;
                         v.store(r.dst.add(e * r.e_stride + tx * BLOCK + lane));
                     }
                 }
@@ -191,29 +296,25 @@ pub unsafe fn input_row<L: Lanes>(r: &InputRow) {
     }
 }
 
-/// The output transform and epilogue of a row of tiles, `L::N` channels at
-/// a time.
-///
-/// # Safety
-/// The row's pointers hold what [`OutputRow`] says; the CPU has `L`'s features.
+/// [`output_row`] for one tile size.
 #[inline(always)]
-pub unsafe fn output_row<L: Lanes>(r: &OutputRow) {
+unsafe fn output<L: Lanes, T: Transform<I, O>, const I: usize, const O: usize>(r: &OutputRow) {
     for tx in 0..r.tiles {
         for lane in (0..BLOCK).step_by(L::N) {
             // SAFETY: the caller's elements are read; only output pixels
             // inside the map are written (and their residuals read first).
             unsafe {
-                let mut m = [[L::splat(0.0); IN]; IN];
+                let mut m = [[L::splat(0.0); I]; I];
                 for (i, row) in m.iter_mut().enumerate() {
                     for (j, v) in row.iter_mut().enumerate() {
-                        let e = i * IN + j;
+                        let e = i * I + j;
                         *v = L::load(r.m.add(e * r.e_stride + tx * BLOCK + lane));
                     }
                 }
-                let mut t = [[L::splat(0.0); IN]; OUT];
-                for j in 0..IN {
-                    let col = at([m[0][j], m[1][j], m[2][j], m[3][j], m[4][j], m[5][j]]);
-                    for i in 0..OUT {
+                let mut t = [[L::splat(0.0); I]; O];
+                for j in 0..I {
+                    let col = T::at(std::array::from_fn(|i| m[i][j]));
+                    for i in 0..O {
                         t[i][j] = col[i];
                     }
                 }
@@ -227,9 +328,9 @@ pub unsafe fn output_row<L: Lanes>(r: &OutputRow) {
                     if y >= r.h {
                         break;
                     }
-                    let v = at(*row);
+                    let v = T::at(*row);
                     for (j, &v) in v.iter().enumerate() {
-                        let xx = OUT * tx + j;
+                        let xx = O * tx + j;
                         if xx >= r.w {
                             break;
                         }
@@ -255,6 +356,7 @@ impl Packed {
             store,
             g: c.g,
             n: c.n,
+            tile: c.tile,
             kernels: c.kernels,
             u: c.u,
             bias: c.bias,
@@ -272,6 +374,7 @@ pub struct Conv<S = Arc<Store>> {
     store: S,
     g: Geom,
     n: usize,
+    tile: Tile,
     kernels: &'static Kernels,
     /// Where `U` is in the store (offset, floats), as `[e][output block][c][16]`:
     /// each GEMM's weights in the order the blocked tile reads them.
@@ -288,13 +391,16 @@ pub struct Conv<S = Arc<Store>> {
 }
 
 impl Conv {
-    /// Transform `weight` (`o x c x 3 x 3`, row-major) for `g`, `n` images,
-    /// into `store` ([`weight_len`] floats); the epilogue adds `bias` and
-    /// applies ReLU if `relu`. `None` if `g` is not [`eligible`], the
-    /// weights are not `o x c x 3 x 3` or the region is too small.
+    /// Transform `weight` (`o x c x 3 x 3`, row-major) for `g`, `n` images
+    /// and `tile`, into `store` ([`weight_len`] floats); the epilogue adds
+    /// `bias` and applies ReLU if `relu`. `None` if `g` is not
+    /// [`eligible`], the weights are not `o x c x 3 x 3` or the region is
+    /// too small.
+    #[allow(clippy::too_many_arguments)]
     pub fn pack(
         g: Geom,
         n: usize,
+        tile: Tile,
         weight: &[f32],
         bias: Option<Vec<f32>>,
         relu: bool,
@@ -304,30 +410,12 @@ impl Conv {
         if !eligible(&g) || weight.len() != g.o * g.c * 9 {
             return None;
         }
-        let blocks = g.o / BLOCK;
-        let (offset, u) = store.take(weight_len(&g))?;
-        // 16 output channels at a time, as lanes: `G g G^T` is separable,
-        // and G's rows share terms (see `g_col`).
-        for ob in 0..blocks {
-            for c in 0..g.c {
-                let mut w = [[[0.0f32; BLOCK]; 3]; 3];
-                for (l, o) in (ob * BLOCK..(ob + 1) * BLOCK).enumerate() {
-                    for (k, &v) in weight[(o * g.c + c) * 9..][..9].iter().enumerate() {
-                        w[k / 3][k % 3][l] = v;
-                    }
-                }
-                // Columns: G g (6 x 3), then rows: (G g) G^T (6 x 6).
-                let cols = [0, 1, 2].map(|j| g_col([w[0][j], w[1][j], w[2][j]]));
-                for (i, ((c0, c1), c2)) in cols[0].iter().zip(&cols[1]).zip(&cols[2]).enumerate() {
-                    let row = g_col([*c0, *c1, *c2]);
-                    for (j, v) in row.iter().enumerate() {
-                        let e = i * IN + j;
-                        u[((e * blocks + ob) * g.c + c) * BLOCK..][..BLOCK].copy_from_slice(v);
-                    }
-                }
-            }
+        let (offset, u) = store.take(weight_len(&g, tile))?;
+        match tile {
+            Tile::F2 => transform_weights(&g, weight, u, g_col2),
+            Tile::F4 => transform_weights(&g, weight, u, g_col4),
         }
-        let t = tiles(&g, n);
+        let t = tiles(&g, n, tile);
         let taps: Vec<Tap> = (0..g.c)
             .map(|c| Tap {
                 x: ((c / BLOCK) * t * BLOCK + c % BLOCK) as i32,
@@ -341,8 +429,9 @@ impl Conv {
             store: (),
             g,
             n,
+            tile,
             kernels,
-            u: (offset, weight_len(&g)),
+            u: (offset, weight_len(&g, tile)),
             bias,
             relu,
             runs: blocked::in_runs(&taps),
@@ -365,13 +454,13 @@ impl Conv {
         scratch: *mut f32,
         team: &Team,
     ) {
-        let g = &self.g;
-        let (th, tw) = (g.oh.div_ceil(OUT), g.ow.div_ceil(OUT));
-        let t = tiles(g, self.n);
+        let (g, tile) = (&self.g, self.tile);
+        let (th, tw) = (g.oh.div_ceil(tile.out()), g.ow.div_ceil(tile.out()));
+        let t = tiles(g, self.n, tile);
         let (cb, ob) = (g.c / BLOCK, g.o / BLOCK);
         let w = &self.kernels.winograd;
         // SAFETY: the scratch's first part is V, the rest M (scratch_len).
-        let (v, m) = unsafe { (scratch, scratch.add(ELEMENTS * t * g.c)) };
+        let (v, m) = unsafe { (scratch, scratch.add(tile.elements() * t * g.c)) };
         let chunks = |rows: usize| rows.min(8 * team.size());
 
         // 1. V[e][cb][tile][16]: tasks own disjoint (image, block, tile row)s.
@@ -385,10 +474,11 @@ impl Conv {
                 let (b, ty) = (rest / th, rest % th);
                 let tile0 = (img * th + ty) * tw;
                 let row = InputRow {
+                    tile,
                     x: xp.get().wrapping_add(((img * cb + b) * g.h * g.w) * BLOCK),
                     h: g.h,
                     w: g.w,
-                    y0: (OUT * ty) as isize - g.pad as isize,
+                    y0: (tile.out() * ty) as isize - g.pad as isize,
                     x0: -(g.pad as isize),
                     tiles: tw,
                     dst: vp.get().wrapping_add((b * t + tile0) * BLOCK),
@@ -404,7 +494,7 @@ impl Conv {
         let (vp, mp) = unsafe { (TaskPtr::reading(v), TaskPtr::new(m)) };
         let width = self.tile_fns.len();
         let u = self.store.slice(self.u.0, self.u.1);
-        team.run(ELEMENTS * ob, &|k| {
+        team.run(tile.elements() * ob, &|k| {
             let (e, o) = (k / ob, k % ob);
             let wts = u[(k * g.c) * BLOCK..].as_ptr();
             let x = vp.get().wrapping_add(e * g.c * t);
@@ -458,6 +548,7 @@ impl Conv {
                 let tile0 = (img * th + ty) * tw;
                 let map = ((img * ob + b) * g.oh * g.ow) * BLOCK;
                 let row = OutputRow {
+                    tile,
                     m: mp.get().wrapping_add((b * t + tile0) * BLOCK),
                     e_stride: g.o * t,
                     bias: bias.map_or(std::ptr::null(), |v| v[b * BLOCK..].as_ptr()),
@@ -470,13 +561,44 @@ impl Conv {
                     relu: self.relu,
                     h: g.oh,
                     w: g.ow,
-                    y0: OUT * ty,
+                    y0: tile.out() * ty,
                     tiles: tw,
                 };
                 // SAFETY: the row reads its tiles of M and writes its own pixels.
                 unsafe { (w.output)(&row) };
             }
         });
+    }
+}
+
+/// `U = G g G^T` into `u` as `[e][output block][c][16]`, 16 output
+/// channels at a time, as lanes: `G g G^T` is separable, and `G`'s rows
+/// share terms (see `g_col4`).
+fn transform_weights<const I: usize>(
+    g: &Geom,
+    weight: &[f32],
+    u: &mut [f32],
+    g_col: fn([[f32; BLOCK]; 3]) -> [[f32; BLOCK]; I],
+) {
+    let blocks = g.o / BLOCK;
+    for ob in 0..blocks {
+        for c in 0..g.c {
+            let mut w = [[[0.0f32; BLOCK]; 3]; 3];
+            for (l, o) in (ob * BLOCK..(ob + 1) * BLOCK).enumerate() {
+                for (k, &v) in weight[(o * g.c + c) * 9..][..9].iter().enumerate() {
+                    w[k / 3][k % 3][l] = v;
+                }
+            }
+            // Columns: G g (I x 3), then rows: (G g) G^T (I x I).
+            let cols = [0, 1, 2].map(|j| g_col([w[0][j], w[1][j], w[2][j]]));
+            for (i, ((c0, c1), c2)) in cols[0].iter().zip(&cols[1]).zip(&cols[2]).enumerate() {
+                let row = g_col([*c0, *c1, *c2]);
+                for (j, v) in row.iter().enumerate() {
+                    let e = i * I + j;
+                    u[((e * blocks + ob) * g.c + c) * BLOCK..][..BLOCK].copy_from_slice(v);
+                }
+            }
+        }
     }
 }
 
@@ -515,6 +637,7 @@ mod tests {
     fn run(
         g: &Geom,
         n: usize,
+        tile: Tile,
         ks: &'static Kernels,
         x: &[f32],
         w: &[f32],
@@ -522,15 +645,24 @@ mod tests {
     ) -> Vec<f32> {
         let team = Team::new(2).expect("threads");
         let bias = epilogue.map(|(b, _)| b.to_vec());
-        let mut store = Store::sized(weight_len(g)).expect("memory");
-        let conv = Conv::pack(*g, n, w, bias, epilogue.is_some(), ks, &mut store.rest())
-            .expect("eligible")
-            .bind(Arc::new(store));
+        let mut store = Store::sized(weight_len(g, tile)).expect("memory");
+        let conv = Conv::pack(
+            *g,
+            n,
+            tile,
+            w,
+            bias,
+            epilogue.is_some(),
+            ks,
+            &mut store.rest(),
+        )
+        .expect("eligible")
+        .bind(Arc::new(store));
         let xb = to_blocked(x, g.c, g.h * g.w);
         let plane = g.o * g.oh * g.ow;
         let mut out = vec![f32::NAN; n * plane];
         let res = epilogue.map(|(_, r)| to_blocked(r, g.o, g.oh * g.ow));
-        let mut scratch = vec![f32::NAN; scratch_len(g, n)];
+        let mut scratch = vec![f32::NAN; scratch_len(g, n, tile)];
         // SAFETY: xb holds n input maps, out (and res) n output maps of g,
         // blocked; the scratch is scratch_len floats, used by nothing else.
         unsafe {
@@ -544,6 +676,8 @@ mod tests {
         };
         from_blocked(&out, g.o, g.oh * g.ow)
     }
+
+    const TILES: [Tile; 2] = [Tile::F2, Tile::F4];
 
     fn data(len: usize, m: usize) -> Vec<f32> {
         (0..len)
@@ -577,12 +711,15 @@ mod tests {
             let x = data(n * c * hw.0 * hw.1, 101);
             let w = data(o * c * 9, 97);
             let want = exact(&g, n, &x, &w);
-            for ks in kernels::available() {
-                let got = run(&g, n, ks, &x, &w, None);
+            for (ks, tile) in kernels::available()
+                .iter()
+                .flat_map(|k| TILES.map(|t| (k, t)))
+            {
+                let got = run(&g, n, tile, ks, &x, &w, None);
                 let err = error(&got, &want);
                 // F(4x4, 3x3)'s own rounding: ~1e-5 of the largest output
                 // (error_growth_on_resnet_shapes), ten times direct's.
-                assert!(err <= 3e-5, "{g:?} n={n} {}: {err:e}", ks.name);
+                assert!(err <= 3e-5, "{g:?} n={n} {tile:?} {}: {err:e}", ks.name);
             }
         }
     }
@@ -597,17 +734,20 @@ mod tests {
         // A NaN residual stays NaN through the ReLU, as in PyTorch.
         res[7] = f32::NAN;
         let conv = exact(&g, n, &x, &w);
-        for ks in kernels::available() {
-            let got = run(&g, n, ks, &x, &w, Some((&bias, &res)));
+        for (ks, tile) in kernels::available()
+            .iter()
+            .flat_map(|k| TILES.map(|t| (k, t)))
+        {
+            let got = run(&g, n, tile, ks, &x, &w, Some((&bias, &res)));
             for (i, (&y, &c)) in got.iter().zip(&conv).enumerate() {
                 let o = i / 30 % 32;
                 let want = epilogue::relu(c as f32 + bias[o] + res[i]);
                 if i == 7 {
-                    assert!(y.is_nan(), "{}: {y}", ks.name);
+                    assert!(y.is_nan(), "{} {tile:?}: {y}", ks.name);
                 } else {
                     assert!(
                         (y - want).abs() <= 1e-5,
-                        "{} at {i}: {y} vs {want}",
+                        "{} {tile:?} at {i}: {y} vs {want}",
                         ks.name
                     );
                 }
@@ -636,12 +776,12 @@ mod tests {
             ow: 6,
             ..g
         }));
-        let mut store = Store::sized(weight_len(&g)).expect("memory");
+        let mut store = Store::sized(weight_len(&g, Tile::F4)).expect("memory");
         let ks = kernels::best();
-        assert!(Conv::pack(g, 1, &[0.0; 10], None, false, ks, &mut store.rest()).is_none());
+        let pack = |w: &[f32], r: &mut Region| Conv::pack(g, 1, Tile::F4, w, None, false, ks, r);
+        assert!(pack(&[0.0; 10], &mut store.rest()).is_none());
         let mut small = Store::sized(16).expect("memory");
-        let w = vec![0.0; 16 * 16 * 9];
-        assert!(Conv::pack(g, 1, &w, None, false, ks, &mut small.rest()).is_none());
+        assert!(pack(&vec![0.0; 16 * 16 * 9], &mut small.rest()).is_none());
     }
 
     /// The error growth the closing note quotes: each 3x3 shape of
@@ -651,7 +791,7 @@ mod tests {
     #[ignore]
     fn error_growth_on_resnet_shapes() {
         let ks = kernels::best();
-        println!("shape              winograd     direct (f32 sums)");
+        println!("shape              F(4x4)       F(2x2)       direct (f32 sums)");
         for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
             let g = geom(c, (hw, hw), c, 1);
             // He-scaled weights and a unit-scale input, as in a trained net.
@@ -659,7 +799,8 @@ mod tests {
             let scale = (2.0 / (9.0 * c as f32)).sqrt() * 3.4;
             let w: Vec<f32> = data(c * c * 9, 97).iter().map(|v| v * scale).collect();
             let want = exact(&g, 1, &x, &w);
-            let got = run(&g, 1, ks, &x, &w, None);
+            let [f4, f2] =
+                [Tile::F4, Tile::F2].map(|t| error(&run(&g, 1, t, ks, &x, &w, None), &want));
             // Direct: the same sums in f32, in the kernel's order (c, ky, kx).
             let mut direct = vec![0.0f32; want.len()];
             for (i, d) in direct.iter_mut().enumerate() {
@@ -679,8 +820,7 @@ mod tests {
                 *d = s;
             }
             println!(
-                "{c:>3} x {hw:>2}x{hw:<2}        {:.2e}     {:.2e}",
-                error(&got, &want),
+                "{c:>3} x {hw:>2}x{hw:<2}        {f4:.2e}     {f2:.2e}     {:.2e}",
                 error(&direct, &want)
             );
         }
