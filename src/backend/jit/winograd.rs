@@ -88,7 +88,7 @@ fn g_col2(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; 4] {
     out
 }
 
-/// Whether a conv of geometry `g` can run as Winograd F(4x4, 3x3).
+/// Whether a conv of geometry `g` can run as Winograd (either tile).
 pub fn eligible(g: &Geom) -> bool {
     g.kernel == 3
         && g.stride == 1

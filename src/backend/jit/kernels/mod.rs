@@ -77,7 +77,8 @@ pub struct Blocked {
     pub prefetches: bool,
 }
 
-/// The Winograd F(4x4, 3x3) transforms of a set (`winograd.rs`: the frame).
+/// The Winograd transforms of a set, for either tile (`winograd.rs`: the
+/// frame; each row says its tile).
 pub struct Winograd {
     pub input: unsafe fn(&InputRow),
     pub output: unsafe fn(&OutputRow),
