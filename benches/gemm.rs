@@ -118,6 +118,7 @@ fn main() {
                 kernel,
                 stride,
                 pad,
+                dilation: 1,
                 oh: out_size,
                 ow: out_size,
                 input: if c % blocked::BLOCK == 0 {

@@ -247,6 +247,8 @@ fn blocked_maps_are_chosen_by_their_rule() {
         "specs/resnet18.rn",
         "specs/resnet50_v1_5.rn",
         "specs/resnet152.rn",
+        // Dilated 3x3s (2 and 4) run direct on blocked maps too.
+        "examples/resnet50_dilated.rn",
     ] {
         assert_eq!(rule(spec, 2), Ok(()), "{spec}");
     }
@@ -559,17 +561,22 @@ proptest! {
 
     /// The same on channel-blocked maps: multiples of 16 channels, no
     /// groups, the first conv reading the planar input (as a stem does) or
-    /// blocked maps, maps down to 1 x 1, every tile variant of every set.
+    /// blocked maps, maps down to 1 x 1, taps 1 to 3 pixels apart, every
+    /// tile variant of every set.
     #[test]
     fn random_blocked_convs_agree(
         cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..6,
         k in prop::sample::select(vec![1usize, 3, 5, 7]), s in 1usize..3, h in 1usize..12,
         w in 1usize..12, batch in 1usize..3, shortcut in prop::sample::select(vec!["B", "C", "none"]),
+        d in prop::sample::select(vec![1usize, 1, 2, 3]),
     ) {
         // "Same" padding, so that a projection shortcut fits every shape.
-        let p = k / 2;
+        let p = d * (k / 2);
         // With a head: a network whose output is a map runs planar.
         let src = tiny_spec(cin, h, w, 16 * cout_b, k, s, p, 1, shortcut).replace(
+            "groups = 1)",
+            &format!("groups = 1, dilation = {d})"),
+        ).replace(
             &format!("stride {s}\n}}"),
             &format!("stride {s}\n  head {{\n    max_pool(3, stride = 2, pad = 1)\n    global_avg_pool\n    flatten\n    fc(10)\n  }}\n}}"),
         );

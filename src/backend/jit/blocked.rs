@@ -44,6 +44,8 @@ pub struct Geom {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Taps `dilation` pixels apart (DeepLab's backbones: 2 and 4).
+    pub dilation: usize,
     pub oh: usize,
     pub ow: usize,
     pub input: Input,
@@ -66,6 +68,7 @@ pub fn eligible(g: &Geom) -> bool {
         && (g.input == Input::Planar || g.c.is_multiple_of(BLOCK))
         && matches!(g.pixel_step(), 1 | 2 | 16 | 32)
         && g.kernel > 0
+        && g.dilation > 0
         && g.oh > 0
         && g.ow > 0
 }
@@ -225,11 +228,18 @@ impl Conv {
             }
             groups.push((offset, len));
         }
-        // The taps inside the input for an output row / column: a range of ky / kx.
+        // The taps inside the input for an output row / column: a range of
+        // ky / kx, tap t reading `first + t * dilation`.
         let inside = |o: usize, len: usize| -> (usize, usize) {
-            let first = (o * g.stride) as isize - g.pad as isize;
-            let lo = (-first).clamp(0, g.kernel as isize) as usize;
-            let hi = (len as isize - first).clamp(lo as isize, g.kernel as isize) as usize;
+            let (first, d, k) = (
+                (o * g.stride) as isize - g.pad as isize,
+                g.dilation,
+                g.kernel,
+            );
+            // The first tap at or past 0, and the first at or past `len`.
+            let at_or_past = |v: isize| ((v - first).max(0) as usize).div_ceil(d).min(k);
+            let lo = at_or_past(0);
+            let hi = at_or_past(len as isize).max(lo);
             (lo, hi)
         };
         let mut row_ranges: Vec<(usize, usize)> = Vec::new();
@@ -253,6 +263,7 @@ impl Conv {
                         if !(ky0..ky1).contains(&ky) || !(kx0..kx1).contains(&kx) {
                             return None;
                         }
+                        let (ky, kx) = (ky * g.dilation, kx * g.dilation);
                         let x = match g.input {
                             Input::Blocked => {
                                 (c / BLOCK) * plane + ky * row_stride + kx * BLOCK + c % BLOCK
@@ -859,6 +870,16 @@ pub(crate) fn huge_pages(_: *mut u8, _: usize) {}
 /// (Alternating profiles of ResNet-50: 64 to 144 within 1-3% of each other.)
 fn kc_for(g: &Geom) -> usize {
     let taps = g.kernel * g.kernel;
+    if let Some(v) = std::env::var("KC1").ok().and_then(|v| v.parse().ok()) {
+        if taps == 1 {
+            return v;
+        }
+    }
+    if let Some(v) = std::env::var("KC3").ok().and_then(|v| v.parse().ok()) {
+        if taps != 1 {
+            return v;
+        }
+    }
     if g.h * g.w * 4 < 64 * taps && taps == 9 {
         144
     } else {
@@ -1058,8 +1079,9 @@ pub(crate) mod tests {
                         for c in 0..g.c {
                             for ky in 0..g.kernel {
                                 for kx in 0..g.kernel {
-                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    let (dy, dx) = (ky * g.dilation, kx * g.dilation);
+                                    let iy = (oy * g.stride + dy) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + dx) as isize - g.pad as isize;
                                     if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
                                     {
                                         continue;
@@ -1095,9 +1117,25 @@ pub(crate) mod tests {
         input: Input,
         n: usize,
     ) {
+        dilated(c, (h, w), o, (kernel, 1), stride, pad, input, n);
+    }
+
+    /// As [`check`], with taps `dilation` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn dilated(
+        c: usize,
+        (h, w): (usize, usize),
+        o: usize,
+        (kernel, dilation): (usize, usize),
+        stride: usize,
+        pad: usize,
+        input: Input,
+        n: usize,
+    ) {
+        let extent = dilation * (kernel - 1) + 1;
         let (oh, ow) = (
-            (h + 2 * pad - kernel) / stride + 1,
-            (w + 2 * pad - kernel) / stride + 1,
+            (h + 2 * pad - extent) / stride + 1,
+            (w + 2 * pad - extent) / stride + 1,
         );
         let g = Geom {
             c,
@@ -1107,6 +1145,7 @@ pub(crate) mod tests {
             kernel,
             stride,
             pad,
+            dilation,
             oh,
             ow,
             input,
@@ -1181,5 +1220,17 @@ pub(crate) mod tests {
         check(32, (2, 2), 64, 3, 1, 1, Input::Blocked, 2);
         check(16, (1, 1), 32, 3, 1, 1, Input::Blocked, 1);
         check(16, (1, 2), 16, 1, 1, 0, Input::Blocked, 1);
+    }
+
+    #[test]
+    fn dilated_agrees_with_the_definition() {
+        // DeepLab's layer3 and layer4 (dilation 2 and 4, padded to keep the
+        // size), maps smaller than the dilated kernel (every tap of a border
+        // outside), a stride, and the planar stem.
+        dilated(32, (12, 13), 48, (3, 2), 1, 2, Input::Blocked, 2);
+        dilated(16, (11, 9), 64, (3, 4), 1, 4, Input::Blocked, 1);
+        dilated(16, (5, 6), 16, (3, 4), 1, 4, Input::Blocked, 2);
+        dilated(16, (13, 12), 32, (3, 2), 2, 2, Input::Blocked, 1);
+        dilated(3, (15, 14), 16, (3, 3), 1, 1, Input::Planar, 1);
     }
 }

@@ -111,9 +111,6 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
                         return why("an option A shortcut of the network's input");
                     }
                 }
-                if geom.dilation != 1 && geom.kernel > 1 {
-                    return why("dilated, which the direct kernel has no variant for");
-                }
                 if !blocked_geom(p, s).is_some_and(|g| blocked::eligible(&g)) {
                     return why("a stride the direct kernel has no variant for");
                 }
@@ -260,6 +257,7 @@ pub fn blocked_geom(p: &Program, s: &Step) -> Option<blocked::Geom> {
         kernel: g.kernel,
         stride: g.stride,
         pad: g.pad,
+        dilation: g.dilation,
         oh: g.oh,
         ow: g.ow,
         input: if input.value == p.input.value {
@@ -345,6 +343,7 @@ mod tests {
             kernel: 3,
             stride,
             pad: 1,
+            dilation: 1,
             oh: side.div_ceil(stride),
             ow: side.div_ceil(stride),
             input: blocked::Input::Blocked,

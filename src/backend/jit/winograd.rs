@@ -92,6 +92,7 @@ fn g_col2(x: [[f32; BLOCK]; 3]) -> [[f32; BLOCK]; 4] {
 pub fn eligible(g: &Geom) -> bool {
     g.kernel == 3
         && g.stride == 1
+        && g.dilation == 1
         && g.pad <= 2
         && g.input == Input::Blocked
         && g.c.is_multiple_of(BLOCK)
@@ -617,6 +618,7 @@ mod tests {
             kernel: 3,
             stride: 1,
             pad,
+            dilation: 1,
             oh: h + 2 * pad - 2,
             ow: w + 2 * pad - 2,
             input: Input::Blocked,
@@ -770,6 +772,11 @@ mod tests {
             ..g
         }));
         assert!(!eligible(&Geom { c: 8, ..g }));
+        assert!(!eligible(&Geom {
+            dilation: 2,
+            pad: 2,
+            ..g
+        }));
         assert!(!eligible(&Geom {
             kernel: 5,
             oh: 6,
