@@ -5,7 +5,7 @@
 
 use super::codegen::{Arg, MapOp, Step as Code};
 use super::strategy::{self, ConvStrategy};
-use super::{gemm, winograd};
+use super::{blocked, gemm, winograd};
 use crate::backend::program::{Kind, Program};
 use crate::backend::{StepInfo, Strategy};
 use crate::ir::At;
@@ -245,15 +245,18 @@ pub fn lower(
                 let (scale, shift) = (l.descs.len(), l.descs.len() + 1);
                 l.descs.push(Desc::Scale { step: k });
                 l.descs.push(Desc::Shift { step: k });
+                // On blocked maps a plane is a block's 16 channels.
+                let lanes = if blocked { blocked::BLOCK } else { 1 };
                 l.code.push(Code::ScaleShift {
                     x: s.inputs.first().map_or(0, |b| b.offset),
                     out: s.output.offset,
-                    planes: s.output.len() / (*plane).max(1),
+                    planes: s.output.len() / (*plane * lanes).max(1),
                     channels: *channels,
                     plane: *plane,
                     scale,
                     shift,
                     relu: *relu,
+                    blocked,
                 });
                 Strategy::Loop
             }

@@ -75,7 +75,8 @@ impl ConvStrategy {
 /// why: every map but the input a multiple of 16 channels; the input read
 /// only as convs' main input (the stem reads it planar), not as a residual;
 /// convs ungrouped (an option A residual is built blocked); and no step
-/// outside conv, max pool, ReLU, add, global average pool and the head.
+/// outside conv, max pool, ReLU, add, scale-shift (an unfolded BN), global
+/// average pool and the head.
 pub fn blocked_layout(p: &Program) -> Result<(), String> {
     let last = p.steps.len().saturating_sub(1);
     for (k, s) in p.steps.iter().enumerate() {
@@ -99,7 +100,11 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
             }
         }
         match &s.kind {
-            Kind::MaxPool(_) | Kind::Relu | Kind::Add | Kind::GlobalAvgPool { .. } => {}
+            Kind::MaxPool(_)
+            | Kind::Relu
+            | Kind::Add
+            | Kind::GlobalAvgPool { .. }
+            | Kind::ScaleShift { .. } => {}
             Kind::Conv { geom, epilogue, .. } => {
                 if geom.groups != 1 {
                     return why("grouped");
