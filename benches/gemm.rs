@@ -119,6 +119,7 @@ fn main() {
                 stride,
                 pad,
                 dilation: 1,
+                groups: 1,
                 oh: out_size,
                 ow: out_size,
                 input: if c % blocked::BLOCK == 0 {

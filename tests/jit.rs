@@ -260,11 +260,26 @@ fn blocked_maps_are_chosen_by_their_rule() {
     // pre-activation net, and every BN at -O0.
     assert_eq!(rule("examples/preact_resnet164.rn", 2), Ok(()));
     assert_eq!(rule("specs/resnet50.rn", 0), Ok(()));
-    // An unfused option A shortcut runs planar; so do grouped convs.
+    // Grouped convs whose every block of 16 outputs reads whole blocks of
+    // inputs run blocked: all of ResNeXt 32x4d's (4 to 32 channels a group).
+    assert_eq!(rule("examples/resnext50_32x4d.rn", 2), Ok(()));
+    // An unfused option A shortcut runs planar; so does a grouping where a
+    // block of outputs reads half a block of inputs (4 in, 8 out a group).
     let why = rule("specs/cifar/resnet20.rn", 1).unwrap_err();
     assert!(why.contains("shortcut_pad"), "{why}");
-    let why = rule("examples/resnext50_32x4d.rn", 2).unwrap_err();
-    assert!(why.contains("grouped"), "{why}");
+    let src = tiny_spec(32, 6, 6, 64, 3, 1, 1, 8, "B").replace(
+        "  stage layer1",
+        "  stem { conv0: conv(32, 1) }\n  stage layer1",
+    );
+    let mut sources = SourceMap::new();
+    let g = compile_source("t.rn", &src, &BuildOptions::default(), &mut sources)
+        .unwrap_or_else(|d| panic!("{}", d.render(&sources, false)));
+    let p = Program::lower(common::prepare(g, None, 2)).unwrap();
+    let why = jit::strategy::blocked_layout(&p).unwrap_err();
+    assert!(
+        why.contains("layer1.0.conv1") && why.contains("grouped"),
+        "{why}"
+    );
 }
 
 #[test]
@@ -557,24 +572,30 @@ proptest! {
         }
     }
 
-    /// The same on channel-blocked maps: multiples of 16 channels, no
-    /// groups, the first conv reading the planar input (as a stem does) or
-    /// blocked maps, maps down to 1 x 1, taps 1 to 3 pixels apart, every
-    /// tile variant of every set.
+    /// The same on channel-blocked maps: multiples of 16 channels, the
+    /// first conv reading the planar input (as a stem does) or blocked
+    /// maps, maps down to 1 x 1, taps 1 to 3 pixels apart, channels in 1
+    /// to 16 groups, every tile variant of every set.
     #[test]
     fn random_blocked_convs_agree(
         cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..6,
         k in prop::sample::select(vec![1usize, 3, 5, 7]), s in 1usize..3, h in 1usize..12,
         w in 1usize..12, batch in 1usize..3, shortcut in prop::sample::select(vec!["B", "C", "none"]),
         d in prop::sample::select(vec![1usize, 1, 2, 3]),
+        groups in prop::sample::select(vec![1usize, 1, 2, 4, 8, 16]),
     ) {
+        // Groups divide both convs' channels (and the planar input stays ungrouped).
+        let cout = 16 * cout_b;
+        let groups = if cin == 3 || cout % groups != 0 { 1 } else { groups };
         // "Same" padding, so that a projection shortcut fits every shape.
         let p = d * (k / 2);
         // With a head: a network whose output is a map runs planar.
-        let src = tiny_spec(cin, h, w, 16 * cout_b, k, s, p, 1, shortcut).replace(
-            "groups = 1)",
-            &format!("groups = 1, dilation = {d})"),
-        ).replace(
+        // Grouped, a stem first: a grouped conv reads a blocked map, not the planar input.
+        let stem = if groups > 1 { format!("stem {{ conv0: conv({cin}, 1) }}\n  ") } else { String::new() };
+        let src = tiny_spec(cin, h, w, cout, k, s, p, groups, shortcut).replace(
+            &format!("groups = {groups})"),
+            &format!("groups = {groups}, dilation = {d})"),
+        ).replace("  stage layer1", &format!("  {stem}stage layer1")).replace(
             &format!("stride {s}\n}}"),
             &format!("stride {s}\n  head {{\n    max_pool(3, stride = 2, pad = 1)\n    global_avg_pool\n    flatten\n    fc(10)\n  }}\n}}"),
         );
@@ -589,10 +610,19 @@ proptest! {
         // Blocked, unless the first block's identity shortcut adds the
         // planar input itself.
         let same_shape = cin == 16 * cout_b && (s == 1 || (h == 1 && w == 1));
-        let identity_input = shortcut == "B" && same_shape;
+        let identity_input = shortcut == "B" && same_shape && groups == 1;
+        // And unless a grouping leaves a block of outputs part of a block of inputs.
+        let spans = |c: usize| {
+            let g = jit::blocked::Geom {
+                c, h: 8, w: 8, o: cout, kernel: k, stride: 1, pad: p, dilation: d, groups,
+                oh: 8, ow: 8, input: jit::blocked::Input::Blocked,
+            };
+            jit::blocked::span(&g).is_some()
+        };
+        let planar = identity_input || !(spans(cin) && spans(cout));
         for ks in kernel_sets() {
             let mut c = compiled(&prog, with_kernels(ks, 2));
-            if !identity_input {
+            if !planar {
                 let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
                 let on_blocked = convs_with(c.as_ref(), Strategy::Blocked) + winograds(c.as_ref());
                 prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);

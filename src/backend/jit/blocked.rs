@@ -46,6 +46,8 @@ pub struct Geom {
     pub pad: usize,
     /// Taps `dilation` pixels apart (DeepLab's backbones: 2 and 4).
     pub dilation: usize,
+    /// Channel groups (ResNeXt's 32): see [`span`].
+    pub groups: usize,
     pub oh: usize,
     pub ow: usize,
     pub input: Input,
@@ -66,11 +68,53 @@ impl Geom {
 pub fn eligible(g: &Geom) -> bool {
     g.o.is_multiple_of(BLOCK)
         && (g.input == Input::Planar || g.c.is_multiple_of(BLOCK))
+        && span(g).is_some()
+        && (g.groups <= 1 || g.input == Input::Blocked)
         && matches!(g.pixel_step(), 1 | 2 | 16 | 32)
         && g.kernel > 0
         && g.dilation > 0
         && g.oh > 0
         && g.ow > 0
+}
+
+/// What a group of output blocks that share a tile reads: `blocks` output
+/// blocks (up to [`OB`]) read `width` input channels, from a multiple of
+/// 16. Ungrouped, every channel. Grouped, a block of 16 outputs reads its
+/// groups' inputs, with zero weights for the other groups' where a group
+/// is narrower than 16 (ResNeXt 32x4d's layer1: 4 groups of 4 a block, 4x
+/// the multiplications, on the blocked kernels); `None` where a block's
+/// inputs do not start and end on blocks of 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub blocks: usize,
+    pub width: usize,
+}
+
+pub fn span(g: &Geom) -> Option<Span> {
+    if g.groups <= 1 {
+        return Some(Span {
+            blocks: OB,
+            width: g.c,
+        });
+    }
+    let (cin, cout) = (g.c / g.groups, g.o / g.groups);
+    if cin * g.groups != g.c || cout * g.groups != g.o || cout == 0 {
+        return None;
+    }
+    let s = if cout.is_multiple_of(BLOCK) {
+        // Blocks of one group share a tile.
+        let per = cout / BLOCK;
+        let blocks = (1..=OB.min(per)).rev().find(|b| per.is_multiple_of(*b))?;
+        Span { blocks, width: cin }
+    } else if BLOCK.is_multiple_of(cout) {
+        Span {
+            blocks: 1,
+            width: BLOCK / cout * cin,
+        }
+    } else {
+        return None;
+    };
+    s.width.is_multiple_of(BLOCK).then_some(s)
 }
 
 /// One entry per tap that falls inside the input: where its value is,
@@ -99,10 +143,14 @@ pub struct Conv<S = Arc<Store>> {
     store: S,
     g: Geom,
     kernels: &'static Kernels,
-    /// Per group of `OB` output blocks: `k` steps of `blocks * 16` weights,
-    /// at (offset, length) in floats in the store.
+    /// Per group of `OB` output blocks (a [`Span`]'s): `k` steps of
+    /// `blocks * 16` weights, at (offset, length) in floats in the store.
     groups: Vec<(usize, usize)>,
-    /// `k` = input channels x kernel x kernel.
+    /// Per group, where its input channels start in an input map (floats).
+    inputs: Vec<usize>,
+    /// Output blocks of a full group.
+    full: usize,
+    /// `k` = input channels read x kernel x kernel.
     k: usize,
     /// Tap lists by (row class, column class).
     taps: Vec<Vec<Tap>>,
@@ -136,6 +184,8 @@ impl Packed {
             g: c.g,
             kernels: c.kernels,
             groups: c.groups,
+            inputs: c.inputs,
+            full: c.full,
             k: c.k,
             taps: c.taps,
             bounds: c.bounds,
@@ -184,7 +234,8 @@ impl Conv {
             outer
         };
         let kk = g.kernel * g.kernel;
-        let k = g.c * kk;
+        let span = span(&g)?;
+        let k = span.width * kk;
         // k-step order: (input block, ky, kx, channel in block), or (channel, ky, kx) for planar input.
         let step = |s: usize| -> (usize, usize, usize) {
             match g.input {
@@ -204,12 +255,41 @@ impl Conv {
             })
             .collect();
         let blocks = g.o / BLOCK;
+        let (full, groups_of) = (span.blocks, g.groups.max(1));
+        let (cin, cout) = (g.c / groups_of, g.o / groups_of);
         let mut groups = Vec::new();
-        for grp in 0..blocks.div_ceil(OB) {
-            let nb = (blocks - grp * OB).min(OB);
+        let mut inputs = Vec::new();
+        for grp in 0..blocks.div_ceil(full) {
+            let nb = (blocks - grp * full).min(full);
             let len = k * nb * BLOCK;
             let (offset, v) = store.take(len)?;
-            let rows = weight.get(grp * OB * BLOCK * k..)?.get(..nb * BLOCK * k)?;
+            // The group's first input channel: its first output's group's.
+            let o0 = grp * full * BLOCK;
+            let in0 = o0 / cout * cin;
+            // (Channel in0 of a map, blocked or planar, starts in0 planes on.)
+            inputs.push(in0 * g.h * g.w);
+            if groups_of > 1 {
+                // Grouped: each weight from its row, zero across groups.
+                let rows = weight.get(o0 * cin * kk..)?.get(..nb * BLOCK * cin * kk)?;
+                for (s, line) in v.chunks_exact_mut(nb * BLOCK).enumerate() {
+                    let (c, ky, kx) = step(s);
+                    let ic = in0 + c;
+                    for (j, d) in line.iter_mut().enumerate() {
+                        let oc = o0 + j;
+                        let own = oc / cout * cin;
+                        *d = if (own..own + cin).contains(&ic) {
+                            *rows.get(((j * cin + ic - own) * g.kernel + ky) * g.kernel + kx)?
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                groups.push((offset, len));
+                continue;
+            }
+            let rows = weight
+                .get(grp * full * BLOCK * k..)?
+                .get(..nb * BLOCK * k)?;
             // A transpose, 16 rows at a time (16 pages of a tensor, not
             // 64 for every step) and a chunk of steps at a time (the
             // rows' parts stay in L1).
@@ -293,7 +373,7 @@ impl Conv {
                 .iter()
                 .zip(&bounds)
                 .all(|(list, b)| b.windows(2).all(|w| in_runs(&list[w[0]..w[1]])));
-        let last = blocks - (blocks.div_ceil(OB) - 1) * OB;
+        let last = blocks - (blocks.div_ceil(full) - 1) * full;
         // Columns in runs too short to tile along a row (the borders of a
         // padded conv) are tiled down the columns instead: a one-pixel tile
         // runs at a third of the FMA rate.
@@ -312,7 +392,7 @@ impl Conv {
         let inner: Vec<Option<usize>> = (0..g.ow).map(|i| (!short(i)).then_some(cols[i])).collect();
         let max_width = kernels.blocked.max_width;
         let tiles = [
-            row_tiles(&inner, max_width(OB)),
+            row_tiles(&inner, max_width(full)),
             row_tiles(&inner, max_width(last)),
         ];
         Some(Packed(Conv {
@@ -320,6 +400,8 @@ impl Conv {
             g,
             kernels,
             groups,
+            inputs,
+            full,
             k,
             taps,
             bounds,
@@ -368,7 +450,7 @@ impl Conv {
         // round: a group's weights (up to 1.2 MB) would come from memory
         // once per task. ResNet-50's layer4 has 8 to 32 groups of 7 rows.
         let per_group = n * g.oh;
-        let heavy = self.k * OB * BLOCK * 4 >= 256 << 10;
+        let heavy = self.k * self.full * BLOCK * 4 >= 256 << 10;
         let tasks = if heavy { 2 } else { 4 } * team.size();
         let split = tasks.div_ceil(groups).clamp(1, per_group);
         let parts: Vec<(usize, usize)> = (0..groups * split)
@@ -395,7 +477,7 @@ impl Conv {
         // pushed the maps out of L1 and L2 (ResNet-50's 64 -> 256 1x1s ran
         // at 45% of the peak at 56x56, and 77% at 28x28). The group's
         // weights then come from L2 once a chunk.
-        let chunk = (64 * (self.kernels.blocked.max_width)(OB)).div_ceil(g.ow);
+        let chunk = (64 * (self.kernels.blocked.max_width)(self.full)).div_ceil(g.ow);
         team.run(parts.len(), &|t| {
             let io = (
                 io.0.get() as *const f32,
@@ -438,7 +520,7 @@ impl Conv {
             Input::Blocked => g.w * BLOCK,
             Input::Planar => g.w,
         };
-        let tiles = if blocks == OB {
+        let tiles = if blocks == self.full {
             &self.tiles[0]
         } else {
             &self.tiles[1]
@@ -460,9 +542,9 @@ impl Conv {
         let bias = if bias.is_null() {
             bias
         } else {
-            bias.wrapping_add(grp * OB * BLOCK)
+            bias.wrapping_add(grp * self.full * BLOCK)
         };
-        let out0 = img * out_image + grp * OB * out_plane;
+        let out0 = img * out_image + grp * self.full * out_plane;
         ACC.with(|acc| {
             let mut acc = acc.borrow_mut();
             if slices > 1 && acc.len() < blocks * acc_plane {
@@ -478,7 +560,8 @@ impl Conv {
                     Input::Blocked => ix * BLOCK as isize,
                     Input::Planar => ix,
                 };
-                let start = (img * in_image) as isize + iy * row_stride as isize + px;
+                let start =
+                    (img * in_image + self.inputs[grp]) as isize + iy * row_stride as isize + px;
                 let o = out0 + (oy * g.ow + ox) * BLOCK;
                 let args = TileArgs {
                     taps: &[],
@@ -764,7 +847,7 @@ impl Region<'_> {
 
 /// Floats of a store a conv of geometry `g` is packed into.
 pub fn floats(g: &Geom) -> usize {
-    stored(g.c * g.kernel * g.kernel * g.o)
+    stored(span(g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o)
 }
 
 impl Store {
@@ -1060,7 +1143,7 @@ pub(crate) mod tests {
     use crate::backend::jit::kernels;
 
     /// The conv by its definition (sums in f64), planar in and out.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)] // o indexes 3 arrays
     pub(crate) fn naive(
         g: &Geom,
         n: usize,
@@ -1071,12 +1154,14 @@ pub(crate) mod tests {
         relu: bool,
     ) -> Vec<f32> {
         let mut out = vec![0.0f32; n * g.o * g.oh * g.ow];
+        let (cin, cout) = (g.c / g.groups.max(1), g.o / g.groups.max(1));
         for b in 0..n {
             for o in 0..g.o {
+                let first = o / cout * cin;
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {
                         let mut s = 0.0f64;
-                        for c in 0..g.c {
+                        for c in first..first + cin {
                             for ky in 0..g.kernel {
                                 for kx in 0..g.kernel {
                                     let (dy, dx) = (ky * g.dilation, kx * g.dilation);
@@ -1088,7 +1173,8 @@ pub(crate) mod tests {
                                     }
                                     let xv =
                                         x[((b * g.c + c) * g.h + iy as usize) * g.w + ix as usize];
-                                    let wv = w[((o * g.c + c) * g.kernel + ky) * g.kernel + kx];
+                                    let at = (o * cin + c - first) * g.kernel + ky;
+                                    let wv = w[at * g.kernel + kx];
                                     s += xv as f64 * wv as f64;
                                 }
                             }
@@ -1117,16 +1203,16 @@ pub(crate) mod tests {
         input: Input,
         n: usize,
     ) {
-        dilated(c, (h, w), o, (kernel, 1), stride, pad, input, n);
+        case(c, (h, w), o, (kernel, 1, 1), stride, pad, input, n);
     }
 
-    /// As [`check`], with taps `dilation` apart.
+    /// As [`check`], with taps `dilation` apart and channels in `groups`.
     #[allow(clippy::too_many_arguments)]
-    fn dilated(
+    fn case(
         c: usize,
         (h, w): (usize, usize),
         o: usize,
-        (kernel, dilation): (usize, usize),
+        (kernel, dilation, groups): (usize, usize, usize),
         stride: usize,
         pad: usize,
         input: Input,
@@ -1146,6 +1232,7 @@ pub(crate) mod tests {
             stride,
             pad,
             dilation,
+            groups,
             oh,
             ow,
             input,
@@ -1153,7 +1240,9 @@ pub(crate) mod tests {
         assert!(eligible(&g), "{g:?}");
         let val = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
         let x: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 101)).collect();
-        let wt: Vec<f32> = (0..o * c * kernel * kernel).map(|i| val(i, 97)).collect();
+        let wt: Vec<f32> = (0..o * c / groups * kernel * kernel)
+            .map(|i| val(i, 97))
+            .collect();
         let bias: Vec<f32> = (0..o).map(|i| val(i, 13)).collect();
         let res: Vec<f32> = (0..n * o * oh * ow).map(|i| val(i, 89)).collect();
         let want = naive(&g, n, &x, &wt, &bias, &res, true);
@@ -1227,10 +1316,44 @@ pub(crate) mod tests {
         // DeepLab's layer3 and layer4 (dilation 2 and 4, padded to keep the
         // size), maps smaller than the dilated kernel (every tap of a border
         // outside), a stride, and the planar stem.
-        dilated(32, (12, 13), 48, (3, 2), 1, 2, Input::Blocked, 2);
-        dilated(16, (11, 9), 64, (3, 4), 1, 4, Input::Blocked, 1);
-        dilated(16, (5, 6), 16, (3, 4), 1, 4, Input::Blocked, 2);
-        dilated(16, (13, 12), 32, (3, 2), 2, 2, Input::Blocked, 1);
-        dilated(3, (15, 14), 16, (3, 3), 1, 1, Input::Planar, 1);
+        case(32, (12, 13), 48, (3, 2, 1), 1, 2, Input::Blocked, 2);
+        case(16, (11, 9), 64, (3, 4, 1), 1, 4, Input::Blocked, 1);
+        case(16, (5, 6), 16, (3, 4, 1), 1, 4, Input::Blocked, 2);
+        case(16, (13, 12), 32, (3, 2, 1), 2, 2, Input::Blocked, 1);
+        case(3, (15, 14), 16, (3, 3, 1), 1, 1, Input::Planar, 1);
+    }
+
+    #[test]
+    fn grouped_agrees_with_the_definition() {
+        // ResNeXt 32x4d's four widths (4, 8, 16 and 32 channels a group:
+        // zero-padded blocks, then one and two blocks a group), a strided
+        // 3x3, groups of 64 (four blocks share a tile) and of 160 (ten, in
+        // tiles of two), and a grouped 1x1.
+        case(128, (9, 10), 128, (3, 1, 32), 1, 1, Input::Blocked, 2);
+        case(64, (7, 8), 64, (3, 1, 8), 1, 1, Input::Blocked, 1);
+        case(64, (9, 7), 64, (3, 1, 4), 2, 1, Input::Blocked, 1);
+        case(128, (5, 6), 128, (3, 1, 4), 1, 1, Input::Blocked, 2);
+        case(128, (5, 7), 128, (3, 1, 2), 1, 1, Input::Blocked, 1);
+        case(128, (6, 5), 320, (3, 1, 2), 1, 1, Input::Blocked, 1);
+        case(64, (6, 7), 128, (1, 1, 4), 1, 0, Input::Blocked, 1);
+        // A group of 4 inputs and 8 outputs: a block reads 8 inputs, half
+        // a block, so the direct kernel declines it.
+        let g = Geom {
+            c: 32,
+            h: 4,
+            w: 4,
+            o: 64,
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+            dilation: 1,
+            groups: 8,
+            oh: 4,
+            ow: 4,
+            input: Input::Blocked,
+        };
+        assert_eq!(span(&g), None);
+        assert!(!eligible(&g));
+        assert!(eligible(&Geom { groups: 2, ..g }));
     }
 }

@@ -74,7 +74,8 @@ impl ConvStrategy {
 /// Whether the whole program can run on channel-blocked maps, and if not,
 /// why: every map but the input a multiple of 16 channels; the input read
 /// only as convs' main input (the stem reads it planar), not as a residual;
-/// convs ungrouped (an option A residual is built blocked); and no step
+/// convs grouped only where each block of 16 outputs reads whole blocks of
+/// inputs (`blocked::span`; an option A residual is built blocked); and no step
 /// outside conv, max pool, ReLU, add, scale-shift (an unfolded BN), global
 /// average pool and the head.
 pub fn blocked_layout(p: &Program) -> Result<(), String> {
@@ -106,9 +107,6 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
             | Kind::GlobalAvgPool { .. }
             | Kind::ScaleShift { .. } => {}
             Kind::Conv { geom, epilogue, .. } => {
-                if geom.groups != 1 {
-                    return why("grouped");
-                }
                 // Option A's residual is built blocked before the conv
                 // (`blocked::pad_residual`), from a blocked map.
                 if let Some(Residual::PadAdd { buffer, .. }) = &epilogue.residual {
@@ -117,7 +115,11 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
                     }
                 }
                 if !blocked_geom(p, s).is_some_and(|g| blocked::eligible(&g)) {
-                    return why("a stride the direct kernel has no variant for");
+                    return why(if geom.groups > 1 {
+                        "grouped so that a block of 16 outputs reads part of a block of 16 inputs"
+                    } else {
+                        "a stride the direct kernel has no variant for"
+                    });
                 }
             }
             Kind::Flatten | Kind::Linear { .. } => {
@@ -263,6 +265,7 @@ pub fn blocked_geom(p: &Program, s: &Step) -> Option<blocked::Geom> {
         stride: g.stride,
         pad: g.pad,
         dilation: g.dilation,
+        groups: g.groups,
         oh: g.oh,
         ow: g.ow,
         input: if input.value == p.input.value {
@@ -349,6 +352,7 @@ mod tests {
             stride,
             pad: 1,
             dilation: 1,
+            groups: 1,
             oh: side.div_ceil(stride),
             ow: side.div_ceil(stride),
             input: blocked::Input::Blocked,

@@ -93,6 +93,7 @@ pub fn eligible(g: &Geom) -> bool {
     g.kernel == 3
         && g.stride == 1
         && g.dilation == 1
+        && g.groups <= 1
         && g.pad <= 2
         && g.input == Input::Blocked
         && g.c.is_multiple_of(BLOCK)
@@ -619,6 +620,7 @@ mod tests {
             stride: 1,
             pad,
             dilation: 1,
+            groups: 1,
             oh: h + 2 * pad - 2,
             ow: w + 2 * pad - 2,
             input: Input::Blocked,
