@@ -14,7 +14,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
 
-use super::{blocked, runtime};
+use super::runtime;
 
 const I64: types::Type = types::I64;
 const F32: types::Type = types::F32;
@@ -32,6 +32,7 @@ pub const RUNTIME: &[(&str, usize)] = &[
     ("rt_tick", 2),
     ("rt_fault", 2),
     ("rt_conv_winograd", 4),
+    ("rt_scale_shift_blocked", 3),
 ];
 
 pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
@@ -39,6 +40,10 @@ pub fn runtime_symbols() -> Vec<(&'static str, *const u8)> {
         ("rt_conv", runtime::rt_conv as *const u8),
         ("rt_conv_blocked", runtime::rt_conv_blocked as *const u8),
         ("rt_conv_winograd", runtime::rt_conv_winograd as *const u8),
+        (
+            "rt_scale_shift_blocked",
+            runtime::rt_scale_shift_blocked as *const u8,
+        ),
         (
             "rt_max_pool_blocked",
             runtime::rt_max_pool_blocked as *const u8,
@@ -70,9 +75,7 @@ pub enum Step {
         len: usize,
     },
     /// Per-channel `x * scale + shift` (and ReLU) over `planes` planes of
-    /// `plane` elements; `scale` and `shift` are descriptor indices. On
-    /// channel-blocked maps (`blocked`) a plane is a block's: `plane`
-    /// pixels of 16 channels.
+    /// `plane` elements; `scale` and `shift` are descriptor indices.
     ScaleShift {
         x: u64,
         out: u64,
@@ -82,7 +85,6 @@ pub enum Step {
         scale: usize,
         shift: usize,
         relu: bool,
-        blocked: bool,
     },
     /// Mean of each of `planes` planes of `plane` elements.
     GlobalAvg {
@@ -191,26 +193,13 @@ pub fn build(
                     scale,
                     shift,
                     relu,
-                    blocked,
                 } => {
                     let x = b.ins().iadd_imm_s(base, *x as i64);
                     let out = b.ins().iadd_imm_s(base, *out as i64);
                     let (scale, shift) = (desc(&mut b, *scale), desc(&mut b, *shift));
-                    let lanes = (scale, shift, *relu);
-                    if *blocked {
-                        emit_scale_shift_blocked(
-                            &mut b,
-                            (x, out),
-                            *planes,
-                            *channels,
-                            *plane,
-                            lanes,
-                        );
-                    } else {
-                        emit_scale_shift(
-                            &mut b, x, out, *planes, *channels, *plane, scale, shift, *relu,
-                        );
-                    }
+                    emit_scale_shift(
+                        &mut b, x, out, *planes, *channels, *plane, scale, shift, *relu,
+                    );
                 }
                 Step::GlobalAvg {
                     x,
@@ -360,53 +349,6 @@ fn emit_scale_shift(
         };
         let i = counted_loop(b, zero, vec_end, 4, &mut body(F32X4));
         counted_loop(b, i, plane as i64, 1, &mut body(F32));
-    });
-}
-
-/// [`emit_scale_shift`] on channel-blocked maps: `planes` blocks of
-/// `plane` pixels of 16 channels, block `q` channels `16 (q mod blocks)`
-/// on (`blocks = channels / 16`); its 16 scales and shifts are loaded once.
-fn emit_scale_shift_blocked(
-    b: &mut FunctionBuilder,
-    (x, out): (Value, Value),
-    planes: usize,
-    channels: usize,
-    plane: usize,
-    (scale, shift, relu): (Value, Value, bool),
-) {
-    let zero = b.ins().iconst(I64, 0);
-    let blocks = (channels / blocked::BLOCK).max(1) as i64;
-    let pixel = (blocked::BLOCK * 4) as i64;
-    counted_loop(b, zero, planes as i64, 1, &mut |b, q| {
-        let blk = b.ins().urem_imm_u(q, blocks);
-        let at = b.ins().imul_imm_s(blk, pixel);
-        let (sa, ta) = (b.ins().iadd(at, scale), b.ins().iadd(at, shift));
-        let quarters: Vec<(Value, Value)> = (0..4)
-            .map(|j| {
-                let s = b.ins().load(F32X4, flags(), sa, 16 * j);
-                let t = b.ins().load(F32X4, flags(), ta, 16 * j);
-                (s, t)
-            })
-            .collect();
-        let start = b.ins().imul_imm_s(q, plane as i64 * pixel);
-        let (xp, op) = (b.ins().iadd(x, start), b.ins().iadd(out, start));
-        let zero = b.ins().iconst(I64, 0);
-        counted_loop(b, zero, plane as i64, 1, &mut |b, i| {
-            let byte = b.ins().imul_imm_s(i, pixel);
-            let (xa, oa) = (b.ins().iadd(xp, byte), b.ins().iadd(op, byte));
-            for (j, &(s, t)) in quarters.iter().enumerate() {
-                let v = b.ins().load(F32X4, flags(), xa, 16 * j as i32);
-                let y = b.ins().fma(v, s, t);
-                let y = if relu {
-                    let z0 = b.ins().f32const(0.0);
-                    let z = b.ins().splat(F32X4, z0);
-                    b.ins().fmax(y, z)
-                } else {
-                    y
-                };
-                b.ins().store(flags(), y, oa, 16 * j as i32);
-            }
-        });
     });
 }
 

@@ -5,7 +5,7 @@
 
 use super::codegen::{Arg, MapOp, Step as Code};
 use super::strategy::{self, ConvStrategy};
-use super::{blocked, gemm, winograd};
+use super::{gemm, winograd};
 use crate::backend::program::{Kind, Program};
 use crate::backend::{StepInfo, Strategy};
 use crate::ir::At;
@@ -45,6 +45,10 @@ pub enum Desc {
     Global {
         step: usize,
     },
+    /// A scale-shift on channel-blocked maps.
+    ScaleShift {
+        step: usize,
+    },
     /// A scale-shift's scale (its `weight`) or shift (`bias`) array.
     Scale {
         step: usize,
@@ -73,6 +77,7 @@ impl Desc {
             Desc::Pool { .. } => "rt_pool descriptor",
             Desc::Pad { .. } => "rt_shortcut_pad descriptor",
             Desc::Global { .. } => "rt_global_avg_blocked descriptor",
+            Desc::ScaleShift { .. } => "rt_scale_shift_blocked descriptor",
             Desc::Scale { .. } => "scale (f32 per channel)",
             Desc::Shift { .. } => "shift (f32 per channel)",
             Desc::Ticks => "profile timestamps",
@@ -89,6 +94,7 @@ impl Desc {
             | Desc::Pool { step, .. }
             | Desc::Pad { step }
             | Desc::Global { step }
+            | Desc::ScaleShift { step }
             | Desc::Scale { step }
             | Desc::Shift { step } => Some(step),
             Desc::Shared | Desc::Ticks => None,
@@ -236,6 +242,14 @@ pub fn lower(
                 });
                 Strategy::Gemm
             }
+            Kind::ScaleShift { .. } if blocked => {
+                let d = desc(Desc::ScaleShift { step: k }, &mut l);
+                l.code.push(Code::Call {
+                    symbol: "rt_scale_shift_blocked",
+                    args: vec![d, arena(0), out],
+                });
+                Strategy::Kernel
+            }
             Kind::ScaleShift {
                 channels,
                 plane,
@@ -245,18 +259,15 @@ pub fn lower(
                 let (scale, shift) = (l.descs.len(), l.descs.len() + 1);
                 l.descs.push(Desc::Scale { step: k });
                 l.descs.push(Desc::Shift { step: k });
-                // On blocked maps a plane is a block's 16 channels.
-                let lanes = if blocked { blocked::BLOCK } else { 1 };
                 l.code.push(Code::ScaleShift {
                     x: s.inputs.first().map_or(0, |b| b.offset),
                     out: s.output.offset,
-                    planes: s.output.len() / (*plane * lanes).max(1),
+                    planes: s.output.len() / (*plane).max(1),
                     channels: *channels,
                     plane: *plane,
                     scale,
                     shift,
                     relu: *relu,
-                    blocked,
                 });
                 Strategy::Loop
             }

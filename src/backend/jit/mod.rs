@@ -32,7 +32,9 @@ use crate::ir::{At, GraphError, Stage};
 use gemm::PackedA;
 use kernels::Kernels;
 use lower::{Desc, Lowered};
-use runtime::{BlockedConvDesc, ConvDesc, GlobalDesc, LinearDesc, PadDesc, PoolDesc, Shared};
+use runtime::{
+    BlockedConvDesc, ConvDesc, GlobalDesc, LinearDesc, PadDesc, PoolDesc, ScaleShiftDesc, Shared,
+};
 pub use strategy::ConvStrategy;
 
 pub const ENTRY: Entry = Entry {
@@ -450,6 +452,35 @@ fn compile(
                         n,
                         c,
                         hw,
+                    },
+                )
+            }
+            (Desc::ScaleShift { .. }, Some(s)) => {
+                let Kind::ScaleShift {
+                    scale,
+                    shift,
+                    channels,
+                    plane,
+                    relu,
+                } = s.kind
+                else {
+                    return Err(s.error(STAGE, "a scale-shift descriptor for another op"));
+                };
+                let (scale, shift) = (weight(scale), weight(shift));
+                if scale.len() != channels || shift.len() != channels {
+                    return Err(s.error(STAGE, "a scale or shift not one value a channel"));
+                }
+                hold(
+                    &mut held,
+                    ScaleShiftDesc {
+                        shared: sp,
+                        step: info,
+                        n: s.output.len() / (channels * plane).max(1),
+                        c: channels,
+                        hw: plane,
+                        relu,
+                        scale,
+                        shift,
                     },
                 )
             }
