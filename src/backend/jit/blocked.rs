@@ -11,7 +11,8 @@
 //! the taps that fall inside the input, made once at compile time.
 //!
 //! This is the frame; the tiles come from a kernel set ([`Kernels`]): up to
-//! 4 blocks a tile on AVX-512, one (as two halves, or plain Rust) elsewhere.
+//! 4 blocks a tile on AVX-512, up to 4 one after another (as two halves)
+//! on AVX2, one (plain Rust) in the portable set.
 
 use std::sync::Arc;
 
@@ -573,6 +574,7 @@ impl Conv {
                     },
                     w: w.as_ptr(),
                     w_step: blocks * BLOCK,
+                    blocks,
                     bias,
                     res: if res.is_null() {
                         res
@@ -704,6 +706,7 @@ fn per_block<'a>(
     for p in planned {
         for b in 0..blocks {
             let mut a = p.args.clone();
+            a.blocks = 1;
             a.w = a.w.wrapping_add(b * BLOCK);
             if !a.bias.is_null() {
                 a.bias = a.bias.wrapping_add(b * BLOCK);
@@ -1013,6 +1016,9 @@ pub struct TileArgs<'a> {
     pub w: *const f32,
     /// Floats between k-steps of weights (one-block tiles: the group's).
     pub w_step: usize,
+    /// Output blocks the tile computes, for a set that loops over them
+    /// (AVX2); a set whose tile holds them all has them in its type.
+    pub blocks: usize,
     pub bias: *const f32,
     pub res: *const f32,
     pub out: *mut f32,

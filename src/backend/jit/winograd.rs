@@ -510,6 +510,7 @@ impl Conv {
                     x_step: BLOCK,
                     w: wts,
                     w_step: BLOCK,
+                    blocks: 1,
                     bias: std::ptr::null(),
                     res: std::ptr::null(),
                     out: dst.wrapping_add(t0 * BLOCK),
