@@ -956,16 +956,6 @@ pub(crate) fn huge_pages(_: *mut u8, _: usize) {}
 /// (Alternating profiles of ResNet-50: 64 to 144 within 1-3% of each other.)
 fn kc_for(g: &Geom) -> usize {
     let taps = g.kernel * g.kernel;
-    if let Some(v) = std::env::var("KC1").ok().and_then(|v| v.parse().ok()) {
-        if taps == 1 {
-            return v;
-        }
-    }
-    if let Some(v) = std::env::var("KC3").ok().and_then(|v| v.parse().ok()) {
-        if taps != 1 {
-            return v;
-        }
-    }
     if g.h * g.w * 4 < 64 * taps && taps == 9 {
         144
     } else {
