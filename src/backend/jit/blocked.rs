@@ -647,7 +647,7 @@ impl Conv {
             if self.kernels.blocked.blocks == 1 {
                 // One block a tile (AVX2, portable): each tile once per
                 // output block of the group.
-                planned = per_block(planned, blocks, out_plane, acc_plane, self.kernels);
+                planned = per_block(planned, blocks, self.kernels);
             }
             // The row tiles of a slice share out the fetching of the next
             // slice's weights (the next group's first), a line or a few each
@@ -693,33 +693,13 @@ struct Planned<'a> {
 }
 
 /// Planned tiles of a group of `blocks`, each as `blocks` one-block tiles
-/// for a set whose tiles hold one block: its weights, bias, outputs and
-/// partial sums offset to the block.
-fn per_block<'a>(
-    planned: Vec<Planned<'a>>,
-    blocks: usize,
-    out_plane: usize,
-    acc_plane: usize,
-    kernels: &Kernels,
-) -> Vec<Planned<'a>> {
+/// ([`TileArgs::block`]) for a set whose tiles hold one block.
+fn per_block<'a>(planned: Vec<Planned<'a>>, blocks: usize, kernels: &Kernels) -> Vec<Planned<'a>> {
     let mut out = Vec::with_capacity(planned.len() * blocks);
     for p in planned {
         for b in 0..blocks {
-            let mut a = p.args.clone();
-            a.blocks = 1;
-            a.w = a.w.wrapping_add(b * BLOCK);
-            if !a.bias.is_null() {
-                a.bias = a.bias.wrapping_add(b * BLOCK);
-            }
-            if !a.res.is_null() {
-                a.res = a.res.wrapping_add(b * out_plane);
-            }
-            a.out = a.out.wrapping_add(b * out_plane);
-            if !a.partial.is_null() {
-                a.partial = a.partial.wrapping_add(b * acc_plane);
-            }
             out.push(Planned {
-                args: a,
+                args: p.args.block(b),
                 list: p.list,
                 run: (kernels.blocked.tile)(1, p.len, p.step),
                 len: p.len,
@@ -1028,6 +1008,23 @@ pub struct TileArgs<'a> {
     /// The taps come in runs of [`BLOCK`]: a block's channels, each one
     /// float and one k-step after the last (see [`in_runs`]).
     pub runs: bool,
+}
+
+impl TileArgs<'_> {
+    /// Block `b` of the tile alone: its weights `b * 16` floats on, and its
+    /// bias, outputs, residuals and partial sums a block's worth on.
+    pub fn block(&self, b: usize) -> Self {
+        let on = |p: *const f32, by: usize| if p.is_null() { p } else { p.wrapping_add(by) };
+        TileArgs {
+            blocks: 1,
+            w: self.w.wrapping_add(b * BLOCK),
+            bias: on(self.bias, b * BLOCK),
+            res: on(self.res, b * self.out_plane),
+            out: self.out.wrapping_add(b * self.out_plane),
+            partial: on(self.partial, b * self.partial_plane) as *mut f32,
+            ..self.clone()
+        }
+    }
 }
 
 /// Whether `taps` come in runs of [`BLOCK`] whose `x` and `k` go up by

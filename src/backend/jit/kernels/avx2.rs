@@ -210,48 +210,42 @@ super::one_block_tiles!(tile);
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile<const W: usize, const S: usize>(t: &TileArgs) {
     for b in 0..t.blocks.max(1) {
-        // SAFETY: block b of the tile's: the contract's, a block on.
-        unsafe { block::<W, S>(t, b) };
+        let mut one = t.block(b);
+        // The first block fetches the next slice's weights for them all.
+        if b > 0 {
+            one.prefetch_lines = 0;
+        }
+        // SAFETY: block b of the tile's, under the same contract.
+        unsafe { block::<W, S>(&one) };
     }
 }
 
-/// Block `b` of a tile (two 8-lane halves) x `W` pixels: the weights
-/// `t.w_step` floats a k-step apart (the group's layout), 16 floats a
-/// block; outputs, residuals and partial sums a plane a block. The first
-/// block prefetches the next slice's weights as its first taps run.
+/// One block (two 8-lane halves) x `W` pixels: the weights `t.w_step`
+/// floats a k-step apart (the group's layout); the next slice's weights
+/// prefetched as the first taps run.
 ///
 /// # Safety
-/// As the blocked contract ([`TileArgs`]), `b < t.blocks`; AVX2 and FMA
-/// are available.
+/// As the blocked contract ([`TileArgs`]), for one block; AVX2 and FMA are
+/// available.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // acc[h][j]: halves and pixels
-unsafe fn block<const W: usize, const S: usize>(t: &TileArgs, b: usize) {
+unsafe fn block<const W: usize, const S: usize>(t: &TileArgs) {
     let step = if S == 0 { t.x_step } else { S };
     let os = t.out_step;
-    let wb = t.w.wrapping_add(b * 16);
-    let partial = t.partial.wrapping_add(b * t.partial_plane);
-    let (out, res) = (
-        t.out.wrapping_add(b * t.out_plane),
-        if t.res.is_null() {
-            t.res
-        } else {
-            t.res.wrapping_add(b * t.out_plane)
-        },
-    );
     let mut acc = [[_mm256_setzero_ps(); W]; 2];
     if !t.first {
         for (h, row) in acc.iter_mut().enumerate() {
             for (j, v) in row.iter_mut().enumerate() {
                 // SAFETY: pixel j's partial sums.
-                *v = unsafe { _mm256_loadu_ps(partial.add(j * os + 8 * h)) };
+                *v = unsafe { _mm256_loadu_ps(t.partial.add(j * os + 8 * h)) };
             }
         }
     }
     // The next slice's weights, `rate` lines with each of the first taps
     // (as the AVX-512 tile fetches them): layer4's come from memory.
     // (No division in the common case: fewer lines than taps.)
-    let lines = if b == 0 { t.prefetch_lines } else { 0 };
+    let lines = t.prefetch_lines;
     let taps = t.taps.len().max(1);
     let rate = if lines <= taps {
         usize::from(lines > 0)
@@ -271,7 +265,7 @@ unsafe fn block<const W: usize, const S: usize>(t: &TileArgs, b: usize) {
             // SAFETY: the run's 16 k-steps' weights, and its 16 channels of
             // the tile's pixels, inside the map ([`blocked::in_runs`]).
             unsafe {
-                let mut w = wb.add(run[0].k as usize * t.w_step);
+                let mut w = t.w.add(run[0].k as usize * t.w_step);
                 for c in 0..16 {
                     let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
                     for j in 0..W {
@@ -293,7 +287,7 @@ unsafe fn block<const W: usize, const S: usize>(t: &TileArgs, b: usize) {
             let x = t.x.wrapping_offset(tap.x as isize);
             // SAFETY: k-step tap.k's 16 weights; the tap's pixels are inside the map.
             unsafe {
-                let w = wb.add(tap.k as usize * t.w_step);
+                let w = t.w.add(tap.k as usize * t.w_step);
                 let (w0, w1) = (_mm256_loadu_ps(w), _mm256_loadu_ps(w.add(8)));
                 for j in 0..W {
                     let xv = _mm256_broadcast_ss(&*x.add(j * step));
@@ -307,7 +301,7 @@ unsafe fn block<const W: usize, const S: usize>(t: &TileArgs, b: usize) {
         for (h, row) in acc.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 // SAFETY: pixel j's partial sums.
-                unsafe { _mm256_storeu_ps(partial.add(j * os + 8 * h), v) };
+                unsafe { _mm256_storeu_ps(t.partial.add(j * os + 8 * h), v) };
             }
         }
         return;
@@ -318,12 +312,12 @@ unsafe fn block<const W: usize, const S: usize>(t: &TileArgs, b: usize) {
             let bias = if t.bias.is_null() {
                 V::splat(0.0)
             } else {
-                V::load(t.bias.add(16 * b + 8 * h))
+                V::load(t.bias.add(8 * h))
             };
             for (j, &v) in row.iter().enumerate() {
                 let at = j * os + 8 * h;
-                let res = (!res.is_null()).then(|| V::load(res.add(at)));
-                epilogue::apply(V(v), bias, res, t.relu).store(out.add(at));
+                let res = (!t.res.is_null()).then(|| V::load(t.res.add(at)));
+                epilogue::apply(V(v), bias, res, t.relu).store(t.out.add(at));
             }
         }
     }
