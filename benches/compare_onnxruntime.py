@@ -254,9 +254,9 @@ def normalize_bench(raw, batch):
     }
 
 
-def resnetc_bench(exe, spec, weights, batch, threads, iters):
+def resnetc_bench(exe, spec, weights, batch, threads, iters, extra=()):
     cmd = [exe, "bench", spec, "--batch", batch, "--threads", threads,
-           "--iters", iters, "--weights", weights, "--json"]
+           "--iters", iters, "--weights", weights, "--json", *extra]
     proc, _ = run_cmd(cmd)
     if proc.returncode != 0:
         return None, fail_text(cmd, proc)
@@ -267,13 +267,13 @@ def resnetc_bench(exe, spec, weights, batch, threads, iters):
     return {"raw": raw, **normalize_bench(raw, batch)}, None
 
 
-def resnetc_agreement(exe, spec, weights, threads, x_path, y_path, want):
+def resnetc_agreement(exe, spec, weights, threads, x_path, y_path, want, extra=()):
     """`resnetc run` on the input ORT saw; its logits against ORT's.
 
     `run` uses its default backend (the one `bench` times) and the same
     thread count, since the split of the work can change the rounding."""
     cmd = [exe, "run", spec, "--weights", weights, "--threads", threads, "--input", x_path,
-           "--output", y_path, "--top", "0"]
+           "--output", y_path, "--top", "0", *extra]
     proc, wall = run_cmd(cmd)
     if proc.returncode != 0:
         return None, fail_text(cmd, proc)
@@ -281,9 +281,12 @@ def resnetc_agreement(exe, spec, weights, threads, x_path, y_path, want):
     if got.shape != want.shape:
         return None, f"resnetc logits have shape {list(got.shape)}, ORT's {list(want.shape)}"
     scale = float(np.abs(want).max())
-    err = float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max()) / scale
+    g64, w64 = got.astype(np.float64), want.astype(np.float64)
+    err = float(np.abs(g64 - w64).max()) / scale
+    cosine = (g64 * w64).sum(1) / (np.linalg.norm(g64, axis=1) * np.linalg.norm(w64, axis=1))
     return {
         "max_abs_diff_over_max_abs_ort": err,
+        "min_logit_cosine": float(cosine.min()),
         "max_abs_ort": scale,
         "top1_same": bool((got.argmax(1) == want.argmax(1)).all()),
         "run_wall_s": wall,  # the whole process: loading and compiling included

@@ -24,8 +24,15 @@ fn relative_error(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>) -> f32 {
     diff / scale
 }
 
-/// The error of the unoptimized and of the fully optimized graph.
-fn run_case(dir: &Path) -> (f32, f32) {
+/// A case's graph, bound weights, input and PyTorch's logits.
+fn load_case(
+    dir: &Path,
+) -> (
+    resnetc::ir::Graph,
+    resnetc::weights::BoundWeights,
+    ndarray::ArrayD<f32>,
+    ndarray::ArrayD<f32>,
+) {
     let case: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let dims: Vec<usize> = serde_json::from_value(case["input"].clone()).unwrap();
@@ -47,6 +54,12 @@ fn run_case(dir: &Path) -> (f32, f32) {
     let bound = weights.bind(&g, &dir.display().to_string()).unwrap();
     let x = npy::read(&dir.join("input.npy")).unwrap();
     let want = npy::read(&dir.join("logits.npy")).unwrap();
+    (g, bound, x, want)
+}
+
+/// The error of the unoptimized and of the fully optimized graph.
+fn run_case(dir: &Path) -> (f32, f32) {
+    let (g, bound, x, want) = load_case(dir);
     let got = interp::run(&g, &bound, x.clone(), &[g.logits()])
         .unwrap()
         .remove(0);
@@ -67,14 +80,19 @@ fn run_case(dir: &Path) -> (f32, f32) {
     (relative_error(&got, &want), relative_error(&opt, &want))
 }
 
-#[test]
-fn interpreter_agrees_with_pytorch() {
+fn cases() -> Vec<std::path::PathBuf> {
     let mut cases: Vec<_> = std::fs::read_dir(common::root().join("tests/golden"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join("case.json").exists())
         .collect();
     cases.sort();
+    cases
+}
+
+#[test]
+fn interpreter_agrees_with_pytorch() {
+    let cases = cases();
     assert!(cases.len() >= 9, "golden cases are missing");
     let mut failures = Vec::new();
     for dir in &cases {
@@ -113,5 +131,50 @@ fn image_preprocessing_matches_torchvision() {
             / n;
         eprintln!("{img}: mean |resnetc - torchvision| = {mean_abs:.4} (normalized units)");
         assert!(mean_abs < tol, "{img}: {mean_abs}");
+    }
+}
+
+/// `--precision bf16` on the JIT against PyTorch's f32 logits, on every
+/// golden input: the same top-1 class, and a logit cosine of at least
+/// 0.999. Skipped, saying so, where the CPU lacks AVX512_BF16.
+#[test]
+fn bf16_keeps_pytorch_top1_on_every_golden_input() {
+    if !resnetc::backend::jit::kernels::has_bf16_dot() {
+        println!("skipped: this CPU lacks AVX512_BF16 (vdpbf16ps), which --precision bf16 needs");
+        return;
+    }
+    let opts = resnetc::backend::Options {
+        precision: Some("bf16".into()),
+        ..Default::default()
+    };
+    let jit = resnetc::backend::by_name("jit", &opts).unwrap();
+    for dir in cases() {
+        let (g, w, x, want) = load_case(&dir);
+        let m = passes::Module {
+            graph: g,
+            weights: Some(w),
+        };
+        let level = passes::Options {
+            level: 2,
+            ..Default::default()
+        };
+        let p = resnetc::backend::Program::lower(passes::prepare(m, &level).unwrap().0).unwrap();
+        let got = jit.compile(&p).unwrap().run(&x).unwrap();
+        let classes = want.shape()[1];
+        let (got, want) = (got.as_slice().unwrap(), want.as_slice().unwrap());
+        for (i, (a, b)) in got.chunks(classes).zip(want.chunks(classes)).enumerate() {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let cos = dot / (norm(a) * norm(b));
+            let top = |v: &[f32]| (0..v.len()).fold(0, |m, j| if v[j] > v[m] { j } else { m });
+            eprintln!(
+                "{:<24} image {i}: cosine {cos:.6}, top-1 {} (PyTorch {})",
+                dir.file_name().unwrap().to_string_lossy(),
+                top(a),
+                top(b)
+            );
+            assert!(cos >= 0.999, "{}: image {i}: cosine {cos}", dir.display());
+            assert_eq!(top(a), top(b), "{}: image {i}: top-1", dir.display());
+        }
     }
 }

@@ -194,6 +194,73 @@ fn winograd_equals_interpreter_on_every_spec() {
     }
 }
 
+/// The cosine of two logit vectors, each row's mean taken out (random
+/// weights give every class a common offset, which would flatter it).
+fn centred_cosine(a: &[f32], b: &[f32]) -> f64 {
+    let centre = |v: &[f32]| {
+        let m = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        v.iter().map(move |&x| x as f64 - m).collect::<Vec<_>>()
+    };
+    let (a, b) = (centre(a), centre(b));
+    let dot: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(&a) * norm(&b)).max(1e-300)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+/// `--precision bf16` on every spec and example (small inputs, two
+/// images): each image's top-1 class is the interpreter's (f32) and its
+/// logits' cosine to them at least 0.999; every conv on blocked maps but
+/// the stem runs bf16 tiles. Skipped, saying so, without AVX512_BF16.
+#[test]
+fn bf16_agrees_with_f32_on_every_spec() {
+    if !jit::kernels::has_bf16_dot() {
+        println!("skipped: this CPU lacks AVX512_BF16 (vdpbf16ps), which --precision bf16 needs");
+        return;
+    }
+    let mut worst = 1.0f64;
+    for path in common::all_specs() {
+        let g = small(&path, 2, 32);
+        let x = input_for(&g);
+        let (w, want) = common::finite_run(&g, &x, 5);
+        let p = common::program(&g, &w, 2);
+        let opts = Options {
+            precision: Some("bf16".into()),
+            ..with_kernels("avx512", 2)
+        };
+        let mut c = compiled(&p, opts);
+        let got = c.run(&x).unwrap();
+        let bf16 = convs_with(c.as_ref(), Strategy::BlockedBf16);
+        let blocked = convs_with(c.as_ref(), Strategy::Blocked);
+        let classes = want.shape()[1];
+        let (got, want) = (got.as_slice().unwrap(), want.as_slice().unwrap());
+        for i in 0..2 {
+            let (a, b) = (
+                &got[i * classes..][..classes],
+                &want[i * classes..][..classes],
+            );
+            let cos = centred_cosine(a, b);
+            worst = worst.min(cos);
+            println!(
+                "{} image {i}: cosine {cos:.6}, {bf16} bf16 convs, {blocked} f32",
+                path.display()
+            );
+            assert!(cos >= 0.999, "{}: cosine {cos}", path.display());
+            assert_eq!(argmax(a), argmax(b), "{}: top-1", path.display());
+        }
+        // On blocked maps, only the stem (planar input) is f32.
+        assert!(
+            bf16 == 0 || blocked <= 1,
+            "{}: {blocked} f32 convs",
+            path.display()
+        );
+    }
+    println!("worst centred cosine {worst:.6}");
+}
+
 #[test]
 fn an_unknown_option_is_refused_with_the_choices() {
     let bad = |o: Options| {
@@ -210,15 +277,25 @@ fn an_unknown_option_is_refused_with_the_choices() {
         e.contains("no conv strategy `fft`") && e.contains("winograd"),
         "{e}"
     );
-    // bf16 names what it would need, and what runs instead.
+    // bf16 names what it would need: AVX512_BF16, and the set with its tiles.
+    if jit::kernels::has_bf16_dot() {
+        let e = bad(Options {
+            precision: Some("bf16".into()),
+            ..with_kernels("avx2", 0)
+        });
+        assert!(e.contains("`avx2` has no bf16 kernels"), "{e}");
+    } else {
+        let e = bad(Options {
+            precision: Some("bf16".into()),
+            ..Default::default()
+        });
+        assert!(e.contains("AVX512_BF16") && e.contains("runs f32"), "{e}");
+    }
     let e = bad(Options {
-        precision: Some("bf16".into()),
+        precision: Some("fp8".into()),
         ..Default::default()
     });
-    assert!(
-        (e.contains("AVX512_BF16") || e.contains("no bf16 kernels")) && e.contains("runs f32"),
-        "{e}"
-    );
+    assert!(e.contains("`fp8`") && e.contains("f32 or bf16"), "{e}");
     let e = bad(Options {
         kernels: Some("neon".into()),
         ..Default::default()

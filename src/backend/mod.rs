@@ -151,6 +151,8 @@ pub fn weight_bytes(p: &Program) -> u64 {
 pub enum Strategy {
     /// Direct convolution on channel-blocked maps.
     Blocked,
+    /// The same with bf16 dot products (`--precision bf16`).
+    BlockedBf16,
     /// Winograd F(4x4, 3x3) on channel-blocked maps.
     Winograd,
     /// Winograd F(2x2, 3x3) on channel-blocked maps.
@@ -177,6 +179,7 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::Blocked => "blocked",
+            Strategy::BlockedBf16 => "blocked-bf16",
             Strategy::Winograd => "winograd",
             Strategy::WinogradF2 => "winograd-f2",
             Strategy::Direct1x1 => "direct-1x1",

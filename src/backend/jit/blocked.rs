@@ -35,6 +35,71 @@ pub enum Input {
     Planar,
 }
 
+/// What a blocked conv's dot products take: f32, or (`--precision bf16`)
+/// bf16 weights and inputs summed in f32, where the kernel set has them
+/// ([`Kernels`]'s `blocked.bf16`) and the input is blocked (the stem's
+/// planar 3 channels stay f32). The bf16 copy of the input map is made
+/// as the conv starts, into a buffer the network's convs share.
+#[derive(Clone, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16(Arc<Bf16Input>),
+}
+
+/// A network's bf16 input maps: one conv's at a time.
+#[derive(Default)]
+pub struct Bf16Input(std::cell::UnsafeCell<Vec<u16>>);
+
+// SAFETY: written by one conv's run at a time (a network runs once at a
+// time: `Conv::run`'s contract), read only by that run's tasks.
+unsafe impl Sync for Bf16Input {}
+// SAFETY: as for Sync.
+unsafe impl Send for Bf16Input {}
+
+/// A kernel set's f32 -> bf16 conversion (`kernels::Bf16::convert`).
+type Convert = unsafe fn(*const f32, *mut u16, usize);
+
+impl Bf16Input {
+    /// Convert `len` floats at `x` into the buffer, on `team`; returns it.
+    ///
+    /// # Safety
+    /// `x` holds `len` floats; no other conv of the network runs at once.
+    unsafe fn fill(&self, len: usize, x: *const f32, convert: Convert, team: &Team) -> *const u16 {
+        // SAFETY: one run at a time (the caller's promise).
+        let buf = unsafe { &mut *self.0.get() };
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        // Tasks of whole lines, at least 16K values each.
+        let tasks = (len >> 14).clamp(1, 4 * team.size());
+        // SAFETY: the tasks read x and each writes its own part of buf.
+        let io = unsafe { (TaskPtr::reading(x), TaskPtr::new(buf.as_mut_ptr())) };
+        team.run(tasks, &|t| {
+            let (x, dst) = (io.0.get() as *const f32, io.1.get());
+            let at = |t: usize| (len * t / tasks) / BLOCK * BLOCK;
+            let (a, b) = (at(t), if t + 1 == tasks { len } else { at(t + 1) });
+            // SAFETY: a..b lies inside both; the kernel set runs here (it
+            // was picked for a conv packed with it).
+            unsafe { convert(x.add(a), dst.add(a), b - a) };
+        });
+        buf.as_ptr()
+    }
+}
+
+impl Precision {
+    /// Whether a conv of geometry `g` computes in bf16 under this precision.
+    fn bf16_for(&self, g: &Geom, kernels: &Kernels) -> bool {
+        matches!(self, Precision::Bf16(_))
+            && g.input == Input::Blocked
+            && kernels
+                .blocked
+                .bf16
+                .as_ref()
+                .is_some_and(|b| (b.supported)())
+    }
+}
+
 /// A conv's geometry (one image).
 #[derive(Clone, Copy, Debug)]
 pub struct Geom {
@@ -174,6 +239,9 @@ pub struct Conv<S = Arc<Store>> {
     runs: bool,
     /// A strided 1x1 conv's real input geometry and its subsampled input.
     subsampled: Option<Subsampled>,
+    /// bf16 dot products: k-steps are channel pairs, the input is
+    /// converted into this buffer first, by this kernel.
+    bf16: Option<(Arc<Bf16Input>, Convert)>,
 }
 
 impl Packed {
@@ -200,6 +268,7 @@ impl Packed {
             kc: c.kc,
             runs: c.runs,
             subsampled: c.subsampled,
+            bf16: c.bf16,
         }
     }
 }
@@ -215,6 +284,19 @@ impl Conv {
         bias: Option<Vec<f32>>,
         relu: bool,
         kernels: &'static Kernels,
+        store: &mut Region,
+    ) -> Option<Packed> {
+        Conv::pack_with(outer, weight, bias, relu, kernels, &Precision::F32, store)
+    }
+
+    /// As [`Conv::pack`], its dot products in `precision`.
+    pub fn pack_with(
+        outer: Geom,
+        weight: &[f32],
+        bias: Option<Vec<f32>>,
+        relu: bool,
+        kernels: &'static Kernels,
+        precision: &Precision,
         store: &mut Region,
     ) -> Option<Packed> {
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
@@ -258,12 +340,22 @@ impl Conv {
         let blocks = g.o / BLOCK;
         let (full, groups_of) = (span.blocks, g.groups.max(1));
         let (cin, cout) = (g.c / groups_of, g.o / groups_of);
+        let bf16 = precision.bf16_for(&g, kernels);
         let mut groups = Vec::new();
         let mut inputs = Vec::new();
+        // bf16: each group packed as f32 here, then as pairs into the store.
+        let mut f32_lines = Vec::new();
         for grp in 0..blocks.div_ceil(full) {
             let nb = (blocks - grp * full).min(full);
             let len = k * nb * BLOCK;
-            let (offset, v) = store.take(len)?;
+            let (offset, dst) = store.take(if bf16 { len / 2 } else { len })?;
+            groups.push((offset, dst.len()));
+            let (v, pairs) = if bf16 {
+                f32_lines.resize(len, 0.0);
+                (&mut f32_lines[..], Some(dst))
+            } else {
+                (dst, None)
+            };
             // The group's first input channel: its first output's group's.
             let o0 = grp * full * BLOCK;
             let in0 = o0 / cout * cin;
@@ -285,7 +377,9 @@ impl Conv {
                         };
                     }
                 }
-                groups.push((offset, len));
+                if let Some(pairs) = pairs {
+                    to_pairs(v, nb * BLOCK, pairs);
+                }
                 continue;
             }
             let rows = weight
@@ -307,7 +401,9 @@ impl Conv {
                     }
                 }
             }
-            groups.push((offset, len));
+            if let Some(pairs) = pairs {
+                to_pairs(v, nb * BLOCK, pairs);
+            }
         }
         // The taps inside the input for an output row / column: a range of
         // ky / kx, tap t reading `first + t * dilation`.
@@ -360,6 +456,22 @@ impl Conv {
                 taps.push(list);
             }
         }
+        let (k, taps) = if bf16 {
+            // A k-step of channel pairs (c, c + 1), c even: neighbours in
+            // the blocked input and in the step order.
+            let pairs = taps
+                .into_iter()
+                .map(|list: Vec<Tap>| {
+                    list.into_iter()
+                        .filter(|t| t.k % 2 == 0)
+                        .map(|t| Tap { x: t.x, k: t.k / 2 })
+                        .collect()
+                })
+                .collect();
+            (k / 2, pairs)
+        } else {
+            (k, taps)
+        };
         let kc = kc_for(&g);
         let bounds: Vec<Vec<usize>> = taps
             .iter()
@@ -414,6 +526,10 @@ impl Conv {
             relu,
             kc,
             runs,
+            bf16: match (precision, &kernels.blocked.bf16) {
+                (Precision::Bf16(buf), Some(b)) if bf16 => Some((buf.clone(), b.convert)),
+                _ => None,
+            },
             subsampled: subsample.then(|| Subsampled {
                 h: outer.h,
                 w: outer.w,
@@ -442,6 +558,14 @@ impl Conv {
         let x = match &self.subsampled {
             // SAFETY: as this function's; a network runs once at a time.
             Some(sub) => unsafe { sub.fill(g, n, x, team) },
+            None => x,
+        };
+        let x = match &self.bf16 {
+            Some((buf, convert)) => {
+                // SAFETY: x holds the n maps (this function's contract), one run at a time.
+                let bf16 = unsafe { buf.fill(n * g.c * g.h * g.w, x, *convert, team) };
+                bf16 as *const f32
+            }
             None => x,
         };
         let bias = self.bias.as_ref().map_or(std::ptr::null(), |b| b.as_ptr());
@@ -564,9 +688,15 @@ impl Conv {
                 let start =
                     (img * in_image + self.inputs[grp]) as isize + iy * row_stride as isize + px;
                 let o = out0 + (oy * g.ow + ox) * BLOCK;
+                // (A bf16 map's values are 2 bytes: the bf16 tile reads x as such.)
+                let x = if self.bf16.is_some() {
+                    (x as *const u16).wrapping_offset(start) as *const f32
+                } else {
+                    x.wrapping_offset(start)
+                };
                 let args = TileArgs {
                     taps: &[],
-                    x: x.wrapping_offset(start),
+                    x,
                     x_step: if down {
                         g.stride * row_stride
                     } else {
@@ -599,10 +729,14 @@ impl Conv {
                 };
                 let list = self.row_class[oy] * self.col_classes + class;
                 let step = if down { 0 } else { g.pixel_step() };
+                let tile = match &self.kernels.blocked.bf16 {
+                    Some(b) if self.bf16.is_some() => b.tile,
+                    _ => self.kernels.blocked.tile,
+                };
                 Planned {
                     args,
                     list,
-                    run: (self.kernels.blocked.tile)(blocks, len, step),
+                    run: tile(blocks, len, step),
                     len,
                     step,
                 }
@@ -830,7 +964,33 @@ impl Region<'_> {
 
 /// Floats of a store a conv of geometry `g` is packed into.
 pub fn floats(g: &Geom) -> usize {
-    stored(span(g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o)
+    floats_for(g, false)
+}
+
+/// As [`floats`], with bf16 weights (half as many) where `bf16`.
+pub fn floats_for(g: &Geom, bf16: bool) -> usize {
+    let len = span(g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o;
+    stored(if bf16 && g.input == Input::Blocked {
+        len / 2
+    } else {
+        len
+    })
+}
+
+/// Lines of `width` f32 weights, k-step by k-step, as lines of pairs: line
+/// `p` of `dst` holds steps `2p` (low half) and `2p + 1` as bf16, rounded
+/// to nearest even, in the bits of each f32 (`vdpbf16ps`'s operand).
+fn to_pairs(lines: &[f32], width: usize, dst: &mut [f32]) {
+    let bits = |v: f32| u32::from(half::bf16::from_f32(v).to_bits());
+    for (two, out) in lines
+        .chunks_exact(2 * width)
+        .zip(dst.chunks_exact_mut(width))
+    {
+        let (even, odd) = two.split_at(width);
+        for ((d, &a), &b) in out.iter_mut().zip(even).zip(odd) {
+            *d = f32::from_bits(bits(a) | bits(b) << 16);
+        }
+    }
 }
 
 impl Store {
@@ -1211,6 +1371,35 @@ pub(crate) mod tests {
         input: Input,
         n: usize,
     ) {
+        case_in(
+            c,
+            (h, w),
+            o,
+            (kernel, dilation, groups),
+            stride,
+            pad,
+            input,
+            n,
+            false,
+        );
+    }
+
+    /// As [`case`], in bf16 where `bf16`: on every set that has bf16 tiles
+    /// and runs them here, against the definition on the input and weights
+    /// rounded to bf16 (their products are exact in f32: only the order of
+    /// the f32 sums differs).
+    #[allow(clippy::too_many_arguments)]
+    fn case_in(
+        c: usize,
+        (h, w): (usize, usize),
+        o: usize,
+        (kernel, dilation, groups): (usize, usize, usize),
+        stride: usize,
+        pad: usize,
+        input: Input,
+        n: usize,
+        bf16: bool,
+    ) {
         let extent = dilation * (kernel - 1) + 1;
         let (oh, ow) = (
             (h + 2 * pad - extent) / stride + 1,
@@ -1232,22 +1421,45 @@ pub(crate) mod tests {
         };
         assert!(eligible(&g), "{g:?}");
         let val = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
-        let x: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 101)).collect();
+        let round = |v: f32| {
+            if bf16 && input == Input::Blocked {
+                half::bf16::from_f32(v).to_f32()
+            } else {
+                v
+            }
+        };
+        let x: Vec<f32> = (0..n * c * h * w).map(|i| round(val(i, 101))).collect();
         let wt: Vec<f32> = (0..o * c / groups * kernel * kernel)
-            .map(|i| val(i, 97))
+            .map(|i| round(val(i, 97) * 1.003))
             .collect();
         let bias: Vec<f32> = (0..o).map(|i| val(i, 13)).collect();
         let res: Vec<f32> = (0..n * o * oh * ow).map(|i| val(i, 89)).collect();
         let want = naive(&g, n, &x, &wt, &bias, &res, true);
         let team = Team::new(2).expect("threads");
-        for ks in kernels::available() {
-            let mut store = Store::new(&[g]).expect("a store");
-            let conv = Conv::pack(g, &wt, Some(bias.clone()), true, ks, &mut store.rest())
+        let sets: Vec<_> = kernels::available()
+            .into_iter()
+            .filter(|k| !bf16 || k.blocked.bf16.as_ref().is_some_and(|b| (b.supported)()))
+            .collect();
+        if sets.is_empty() {
+            println!("skipped: no kernel set here has bf16 tiles (AVX512_BF16)");
+        }
+        let precision = if bf16 {
+            Precision::Bf16(Default::default())
+        } else {
+            Precision::F32
+        };
+        for ks in sets {
+            let mut store = Store::sized(floats_for(&g, bf16)).expect("a store");
+            let bias = Some(bias.clone());
+            let conv = Conv::pack_with(g, &wt, bias, true, ks, &precision, &mut store.rest())
                 .expect("room in the store");
             let conv = conv.bind(Arc::new(store));
             // Blocked inputs take the kernels' run-by-run path, planar ones
-            // (3 channels, in c, ky, kx order) the tap-by-tap one.
-            assert_eq!(conv.runs, input == Input::Blocked, "{g:?}");
+            // (3 channels, in c, ky, kx order) the tap-by-tap one; bf16
+            // steps are pairs.
+            let bf16_here = bf16 && input == Input::Blocked;
+            assert_eq!(conv.runs, input == Input::Blocked && !bf16_here, "{g:?}");
+            assert_eq!(conv.bf16.is_some(), bf16_here, "{g:?}");
             let xb = match input {
                 Input::Blocked => to_blocked(&x, c, h * w),
                 Input::Planar => x.clone(),
@@ -1302,6 +1514,23 @@ pub(crate) mod tests {
         check(32, (2, 2), 64, 3, 1, 1, Input::Blocked, 2);
         check(16, (1, 1), 32, 3, 1, 1, Input::Blocked, 1);
         check(16, (1, 2), 16, 1, 1, 0, Input::Blocked, 1);
+    }
+
+    #[test]
+    fn bf16_agrees_with_the_definition_on_rounded_values() {
+        let bf16 = |c, hw, o, kdg, s, p, input, n| case_in(c, hw, o, kdg, s, p, input, n, true);
+        // 1x1s (flat, strided and so subsampled), 3x3s padded and strided,
+        // deep K in slices, maps down to 1 x 1, a dilation, groups, and the
+        // planar stem (f32).
+        bf16(64, (9, 10), 64, (1, 1, 1), 1, 0, Input::Blocked, 2);
+        bf16(32, (8, 11), 112, (1, 1, 1), 2, 0, Input::Blocked, 1);
+        bf16(32, (9, 12), 80, (3, 1, 1), 1, 1, Input::Blocked, 2);
+        bf16(16, (10, 13), 48, (3, 1, 1), 2, 1, Input::Blocked, 1);
+        bf16(256, (4, 5), 64, (3, 1, 1), 1, 1, Input::Blocked, 1);
+        bf16(16, (1, 1), 32, (3, 1, 1), 1, 1, Input::Blocked, 1);
+        bf16(32, (12, 13), 48, (3, 2, 1), 1, 2, Input::Blocked, 2);
+        bf16(128, (9, 10), 128, (3, 1, 32), 1, 1, Input::Blocked, 1);
+        bf16(3, (23, 26), 64, (7, 1, 1), 2, 3, Input::Planar, 1);
     }
 
     #[test]

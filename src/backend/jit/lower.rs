@@ -124,11 +124,14 @@ pub struct Lowered {
 pub const SHARED: usize = 0;
 
 /// Lower `p`: blocked maps where the layout rule allows and nothing else is
+/// forced; `bf16`: their convs take bf16 dot products, direct (Winograd's
+/// transformed values need f32's range of digits) unless Winograd is
 /// forced; `profile` adds a timestamp after every step; `fault` names a
 /// value before whose step a task panics (tests).
 pub fn lower(
     p: &Program,
     forced: Option<ConvStrategy>,
+    bf16: bool,
     profile: bool,
     fault: Option<&str>,
 ) -> Lowered {
@@ -185,7 +188,9 @@ pub fn lower(
                 } else {
                     None
                 };
-                let wino = on_blocked.and_then(|g| strategy::winograd_rule(&g, geom.n, forced));
+                let wino = on_blocked
+                    .filter(|_| !bf16 || forced.is_some())
+                    .and_then(|g| strategy::winograd_rule(&g, geom.n, forced));
                 if let (Some(g), Some(tile)) = (on_blocked, wino) {
                     l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n, tile));
                 }
@@ -202,10 +207,17 @@ pub fn lower(
                         },
                     )
                 } else if blocked {
+                    // (The stem reads the planar input: f32.)
+                    let bf16 = bf16
+                        && on_blocked.is_some_and(|g| g.input == super::blocked::Input::Blocked);
                     (
                         "rt_conv_blocked",
                         Desc::BlockedConv { step: k },
-                        Strategy::Blocked,
+                        if bf16 {
+                            Strategy::BlockedBf16
+                        } else {
+                            Strategy::Blocked
+                        },
                     )
                 } else {
                     let c = strategy::choose(geom, forced);

@@ -53,6 +53,8 @@ pub struct Jit {
     threads: usize,
     forced: Option<ConvStrategy>,
     kernels: &'static Kernels,
+    /// `--precision bf16`: blocked convs take bf16 dot products.
+    bf16: bool,
     profile: bool,
     fault: Option<String>,
 }
@@ -86,20 +88,37 @@ impl Jit {
                 ))
             })?),
         };
-        if let Some(p) = o.precision.as_deref().filter(|&p| p != "f32") {
-            return Err(fail(precision_refused(p, kernels::has_bf16_dot())));
-        }
+        let bf16 = match o.precision.as_deref() {
+            None | Some("f32") => false,
+            Some("bf16")
+                if kernels
+                    .blocked
+                    .bf16
+                    .as_ref()
+                    .is_some_and(|b| (b.supported)()) =>
+            {
+                true
+            }
+            Some(p) => return Err(fail(precision_refused(p, kernels))),
+        };
         Ok(Jit {
             threads: o.threads,
             forced,
             kernels,
+            bf16,
             profile: o.profile,
             fault: o.fault.clone(),
         })
     }
 
     fn lower(&self, p: &Program) -> Lowered {
-        lower::lower(p, self.forced, self.profile, self.fault.as_deref())
+        lower::lower(
+            p,
+            self.forced,
+            self.bf16,
+            self.profile,
+            self.fault.as_deref(),
+        )
     }
 }
 
@@ -209,19 +228,21 @@ impl Backend for Jit {
     }
 }
 
-/// Why `--precision p` is refused: the JIT computes in f32 (its weights,
-/// dot products and epilogues). bf16 would need AVX512_BF16's `vdpbf16ps`
-/// for its dot products; where the CPU lacks it, that is the first reason.
-fn precision_refused(p: &str, bf16_here: bool) -> String {
-    match (p, bf16_here) {
-        ("bf16", false) => "precision `bf16` needs AVX512_BF16 (`vdpbf16ps`), which this CPU \
-                            lacks; the JIT runs f32 (the default, or `--precision f32`)"
-            .to_string(),
-        ("bf16", true) => "precision `bf16`: the JIT has no bf16 kernels yet; it runs f32 (the \
-                           default, or `--precision f32`)"
-            .to_string(),
-        _ => format!("precision `{p}`: the CPU JIT computes in f32 (`--precision f32`)"),
+/// Why `--precision p` is refused: the JIT computes in f32 and, with the
+/// kernel sets that have them and a CPU with AVX512_BF16, bf16.
+fn precision_refused(p: &str, kernels: &Kernels) -> String {
+    if p != "bf16" {
+        return format!("precision `{p}`: the CPU JIT computes in f32 or bf16 (`--precision f32`, the default, or `bf16`)");
     }
+    if kernels.blocked.bf16.is_none() {
+        return format!(
+            "precision `bf16` runs on the avx512 kernel set; `{}` has no bf16 kernels (f32 is the default)",
+            kernels.name
+        );
+    }
+    "precision `bf16` needs AVX512_BF16 (`vdpbf16ps`), which this CPU lacks; the JIT runs \
+     f32 (the default, or `--precision f32`)"
+        .to_string()
 }
 
 /// The cranelift module and function for `l` (not yet finalized), and its CLIF.
@@ -316,6 +337,15 @@ fn compile(
         }
     };
     let l = jit.lower(p);
+    if let (true, Err(why)) = (jit.bf16, &l.layout) {
+        return Err(GraphError::new(
+            STAGE,
+            format!(
+                "--precision bf16 runs convs on channel-blocked maps, and this network runs planar: \
+                 {why}; without --precision it runs in f32"
+            ),
+        ));
+    }
     let threads = if jit.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -340,7 +370,7 @@ fn compile(
     // Floats of the store a conv on blocked maps is packed into.
     let stored = |d: &Desc| match *d {
         Desc::BlockedConv { step } => {
-            strategy::blocked_geom(p, &p.steps[step]).map(|g| blocked::floats(&g))
+            strategy::blocked_geom(p, &p.steps[step]).map(|g| blocked::floats_for(&g, jit.bf16))
         }
         Desc::WinogradConv { step, tile } => {
             strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g, tile))
@@ -540,6 +570,12 @@ fn compile(
         .collect();
     let outputs: Vec<Mutex<Option<Built>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     let at = Shareable(sp);
+    // The bf16 copy of a conv's input: one buffer for the network's convs.
+    let precision = if jit.bf16 {
+        blocked::Precision::Bf16(Default::default())
+    } else {
+        blocked::Precision::F32
+    };
     shared.team.run(jobs.len(), &|i| {
         let Some((slot, mut region)) = inputs[i].lock().ok().and_then(|mut v| v.take()) else {
             return;
@@ -551,7 +587,7 @@ fn compile(
             .ok_or_else(|| GraphError::new(STAGE, "a descriptor without its step"))
             .and_then(|s| {
                 let info = d.step().map_or(0, |k| info_of[k]);
-                build(jit, p, s, d, info, at, &weight, region.as_mut())
+                build(jit, p, s, d, info, at, &weight, &precision, region.as_mut())
             });
         if let Ok(mut out) = outputs[i].lock() {
             *out = Some(Built(slot, built));
@@ -720,6 +756,7 @@ fn build(
     info: usize,
     shared: Shareable,
     weight: &(dyn Fn(WeightId) -> Vec<f32> + Sync),
+    precision: &blocked::Precision,
     region: Option<&mut blocked::Region>,
 ) -> Result<Packing, GraphError> {
     let sp = shared.0;
@@ -729,7 +766,8 @@ fn build(
             let (w, epilogue, n, g) = on_blocked_maps(p, s)?;
             let region = region.ok_or_else(|| s.error(STAGE, "no room in the weight store"))?;
             let bias = epilogue.bias.map(weight);
-            let conv = blocked::Conv::pack(g, &weight(w), bias, epilogue.relu, jit.kernels, region)
+            let (relu, ks) = (epilogue.relu, jit.kernels);
+            let conv = blocked::Conv::pack_with(g, &weight(w), bias, relu, ks, precision, region)
                 .ok_or_else(|| s.error(STAGE, "the weight store is full"))?;
             Packing::Blocked {
                 info,

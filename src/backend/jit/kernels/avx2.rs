@@ -28,6 +28,7 @@ pub static KERNELS: Kernels = Kernels {
         max_width: |_| 6,
         tile: blocked_tile,
         prefetches: true,
+        bf16: None,
     },
     winograd: Winograd {
         input: winograd_input,

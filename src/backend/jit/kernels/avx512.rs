@@ -25,6 +25,11 @@ pub static KERNELS: Kernels = Kernels {
         max_width,
         tile: blocked_tile,
         prefetches: true,
+        bf16: Some(super::Bf16 {
+            supported: super::has_bf16_dot,
+            tile: blocked_tile_bf16,
+            convert: to_bf16,
+        }),
     },
     winograd: Winograd {
         input: winograd_input,
@@ -349,138 +354,237 @@ fn max_width(blocks: usize) -> usize {
 
 /// The tile for `blocks` x `width`, input pixels `step` floats apart.
 fn blocked_tile(blocks: usize, width: usize, step: usize) -> BlockedTile {
-    macro_rules! widths {
-        ($b:literal, $s:literal, $($w:literal)*) => {
-            match width {
-                $($w => tile::<$b, $w, $s>,)*
-                _ => unreachable!("tile widths are planned within `max_width`"),
-            }
-        };
+    select_tile!(tile, blocks, width, step)
+}
+
+/// The bf16 tile for `blocks` x `width`, input pixels `step` values apart.
+fn blocked_tile_bf16(blocks: usize, width: usize, step: usize) -> BlockedTile {
+    select_tile!(tile_bf16, blocks, width, step)
+}
+
+/// `$tile::<B, W, S>` for `blocks` x `width`, step `step`.
+macro_rules! select_tile {
+    ($tile:ident, $blocks:expr, $width:expr, $step:expr) => {
+        match $blocks {
+            4 => steps!($tile, $width, $step, 4, 1 2 3 4 5 6),
+            3 => steps!($tile, $width, $step, 3, 1 2 3 4 5 6 7 8),
+            2 => steps!($tile, $width, $step, 2, 1 2 3 4 5 6 7 8 9 10 11 12),
+            _ => steps!($tile, $width, $step, 1, 1 2 3 4 5 6 7 8 9 10 11 12),
+        }
+    };
+}
+macro_rules! steps {
+    ($tile:ident, $width:expr, $step:expr, $b:literal, $($w:literal)*) => {
+        match $step {
+            0 => widths!($tile, $width, $b, 0, $($w)*),
+            1 => widths!($tile, $width, $b, 1, $($w)*),
+            2 => widths!($tile, $width, $b, 2, $($w)*),
+            16 => widths!($tile, $width, $b, 16, $($w)*),
+            _ => widths!($tile, $width, $b, 32, $($w)*),
+        }
+    };
+}
+macro_rules! widths {
+    ($tile:ident, $width:expr, $b:literal, $s:literal, $($w:literal)*) => {
+        match $width {
+            $($w => $tile::<$b, $w, $s>,)*
+            _ => unreachable!("tile widths are planned within `max_width`"),
+        }
+    };
+}
+use {select_tile, steps, widths};
+
+/// What a blocked tile's k-step multiplies: 16 f32 weights by one f32
+/// input, or 16 pairs of bf16 weights by a pair of channels' inputs.
+trait Dot {
+    /// Bytes of one input value.
+    const BYTES: usize;
+    /// The input value (or pair) at `p`, in every lane.
+    unsafe fn input(p: *const u8) -> __m512;
+    /// `acc + w x`, lane by lane (pair by pair).
+    unsafe fn dot(acc: __m512, w: __m512, x: __m512) -> __m512;
+}
+
+struct F32;
+
+// SAFETY: used only in functions compiled for AVX-512F.
+impl Dot for F32 {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    unsafe fn input(p: *const u8) -> __m512 {
+        // SAFETY: p holds an f32 (the caller's).
+        unsafe { _mm512_set1_ps((p as *const f32).read()) }
     }
-    macro_rules! steps {
-        ($b:literal, $($w:literal)*) => {
-            match step {
-                0 => widths!($b, 0, $($w)*),
-                1 => widths!($b, 1, $($w)*),
-                2 => widths!($b, 2, $($w)*),
-                16 => widths!($b, 16, $($w)*),
-                _ => widths!($b, 32, $($w)*),
-            }
-        };
-    }
-    match blocks {
-        4 => steps!(4, 1 2 3 4 5 6),
-        3 => steps!(3, 1 2 3 4 5 6 7 8),
-        2 => steps!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
-        _ => steps!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
+    #[inline(always)]
+    unsafe fn dot(acc: __m512, w: __m512, x: __m512) -> __m512 {
+        // SAFETY: AVX-512F is available.
+        unsafe { _mm512_fmadd_ps(w, x, acc) }
     }
 }
 
-/// `B` output blocks x `W` pixels (input pixels `S` floats apart): all taps
-/// accumulated in registers, then the epilogue as it is stored.
-///
-/// # Safety
-/// As the blocked contract ([`TileArgs`]); AVX-512F is available.
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::needless_range_loop)] // acc[b][j]: the tile's two axes
-unsafe fn tile<const B: usize, const W: usize, const S: usize>(t: &TileArgs) {
-    // S = 0: the step is the tile's (a column of pixels).
-    let step = if S == 0 { t.x_step } else { S };
-    let os = t.out_step;
-    let mut acc = [[_mm512_setzero_ps(); W]; B];
-    if !t.first {
-        for (b, row) in acc.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                // SAFETY: block b, pixel j of the partial sums.
-                *v = unsafe { _mm512_loadu_ps(t.partial.add(b * t.partial_plane + j * os)) };
-            }
+struct Bf16;
+
+// SAFETY: used only in functions compiled for AVX-512F and AVX512_BF16.
+impl Dot for Bf16 {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    unsafe fn input(p: *const u8) -> __m512 {
+        // SAFETY: p holds two bf16 (the caller's; 4-byte aligned, as even
+        // channels of a 64-byte aligned map are, but read as unaligned).
+        unsafe { _mm512_castsi512_ps(_mm512_set1_epi32((p as *const i32).read_unaligned())) }
+    }
+    #[inline(always)]
+    unsafe fn dot(acc: __m512, w: __m512, x: __m512) -> __m512 {
+        // SAFETY: AVX512_BF16 is available; __m512 and __m512bh are both
+        // 64 bytes of lanes, here pairs of bf16.
+        unsafe {
+            _mm512_dpbf16_ps(
+                acc,
+                std::mem::transmute::<__m512, __m512bh>(w),
+                std::mem::transmute::<__m512, __m512bh>(x),
+            )
         }
     }
-    // Fewer than 8 accumulators cannot hide the FMA latency: a second set
-    // takes every other tap, and they are summed at the end.
-    let mut odd = [[_mm512_setzero_ps(); W]; B];
-    // The prefetches go with the first taps, `rate` lines each: the rest
-    // of the loop carries no prefetch arithmetic.
-    let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
-    let fetching = t.prefetch_lines.div_ceil(rate.max(1));
-    let fetch = |i: usize| {
-        for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
-            _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * BLOCK) as *const i8);
-        }
-    };
-    let step = |acc: &mut [[__m512; W]; B], tap: &Tap| {
-        let x = t.x.wrapping_offset(tap.x as isize);
-        // SAFETY: k-step tap.k's B blocks of weights; the tap's W input
-        // pixels lie inside the map.
+}
+
+/// `dst[i] = bf16(src[i])` for `len` values, rounded to nearest even.
+///
+/// # Safety
+/// `src` holds `len` floats and `dst` room for `len` bf16; AVX-512F and
+/// AVX512_BF16 are available.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn to_bf16(src: *const f32, dst: *mut u16, len: usize) {
+    let whole = len / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        // SAFETY: values i..i + 16 are inside both (i + 16 <= len).
         unsafe {
-            let w = t.w.add(tap.k as usize * B * BLOCK);
-            let mut wv = [_mm512_setzero_ps(); B];
-            for (b, v) in wv.iter_mut().enumerate() {
-                *v = _mm512_loadu_ps(w.add(b * BLOCK));
+            let h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.add(i)));
+            _mm256_storeu_si256(
+                dst.add(i) as *mut __m256i,
+                std::mem::transmute::<__m256bh, __m256i>(h),
+            );
+        }
+    }
+    for i in whole..len {
+        // SAFETY: i < len.
+        unsafe { *dst.add(i) = half::bf16::from_f32(*src.add(i)).to_bits() };
+    }
+}
+
+/// A blocked tile `$name::<B, W, S>` multiplying by `$dot`.
+macro_rules! blocked_tile_fn {
+    ($name:ident, $features:literal, $dot:ty) => {
+        /// `B` output blocks x `W` pixels (input pixels `S` floats apart): all taps
+        /// accumulated in registers, then the epilogue as it is stored.
+        ///
+        /// # Safety
+        /// As the blocked contract ([`TileArgs`]); AVX-512F is available.
+        #[target_feature(enable = $features)]
+        #[allow(clippy::needless_range_loop)] // acc[b][j]: the tile's two axes
+        unsafe fn $name<const B: usize, const W: usize, const S: usize>(t: &TileArgs) {
+            // S = 0: the step is the tile's (a column of pixels).
+            let step = if S == 0 { t.x_step } else { S };
+            let os = t.out_step;
+            let mut acc = [[_mm512_setzero_ps(); W]; B];
+            if !t.first {
+                for (b, row) in acc.iter_mut().enumerate() {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        let p = t.partial.wrapping_add(b * t.partial_plane + j * os);
+                        // SAFETY: block b, pixel j of the partial sums.
+                        *v = unsafe { _mm512_loadu_ps(p) };
+                    }
+                }
             }
-            for j in 0..W {
-                let xv = _mm512_set1_ps(*x.add(j * step));
-                for b in 0..B {
-                    acc[b][j] = _mm512_fmadd_ps(wv[b], xv, acc[b][j]);
+            // Fewer than 8 accumulators cannot hide the FMA latency: a second set
+            // takes every other tap, and they are summed at the end.
+            let mut odd = [[_mm512_setzero_ps(); W]; B];
+            // The prefetches go with the first taps, `rate` lines each: the rest
+            // of the loop carries no prefetch arithmetic.
+            let rate = t.prefetch_lines.div_ceil(t.taps.len().max(1));
+            let fetching = t.prefetch_lines.div_ceil(rate.max(1));
+            let fetch = |i: usize| {
+                for q in i * rate..((i + 1) * rate).min(t.prefetch_lines) {
+                    _mm_prefetch::<_MM_HINT_T0>(t.prefetch.wrapping_add(q * BLOCK) as *const i8);
+                }
+            };
+            let step = |acc: &mut [[__m512; W]; B], tap: &Tap| {
+                let x = (t.x as *const u8).wrapping_offset(tap.x as isize * <$dot>::BYTES as isize);
+                // SAFETY: k-step tap.k's B blocks of weights; the tap's W input
+                // pixels lie inside the map.
+                unsafe {
+                    let w = t.w.add(tap.k as usize * B * BLOCK);
+                    let mut wv = [_mm512_setzero_ps(); B];
+                    for (b, v) in wv.iter_mut().enumerate() {
+                        *v = _mm512_loadu_ps(w.add(b * BLOCK));
+                    }
+                    for j in 0..W {
+                        let xv = <$dot>::input(x.add(j * step * <$dot>::BYTES));
+                        for b in 0..B {
+                            acc[b][j] = <$dot>::dot(acc[b][j], wv[b], xv);
+                        }
+                    }
+                }
+            };
+            if B * W < 8 {
+                let pairs = t.taps.chunks_exact(2);
+                let rest = pairs.remainder();
+                for (i, pair) in pairs.enumerate() {
+                    if 2 * i < fetching {
+                        fetch(2 * i);
+                        fetch(2 * i + 1);
+                    }
+                    step(&mut acc, &pair[0]);
+                    step(&mut odd, &pair[1]);
+                }
+                if let Some(tap) = rest.first() {
+                    fetch(t.taps.len() - 1);
+                    step(&mut acc, tap);
+                }
+                for (a, o) in acc.iter_mut().zip(&odd) {
+                    for (x, y) in a.iter_mut().zip(o) {
+                        *x = _mm512_add_ps(*x, *y);
+                    }
+                }
+            } else {
+                let (head, tail) = t.taps.split_at(fetching.min(t.taps.len()));
+                for (i, tap) in head.iter().enumerate() {
+                    fetch(i);
+                    step(&mut acc, tap);
+                }
+                for tap in tail {
+                    step(&mut acc, tap);
+                }
+            }
+            if !t.last {
+                for (b, row) in acc.iter().enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        // SAFETY: block b, pixel j of the partial sums.
+                        unsafe { _mm512_storeu_ps(t.partial.add(b * t.partial_plane + j * os), v) };
+                    }
+                }
+                return;
+            }
+            for (b, row) in acc.iter().enumerate() {
+                // SAFETY: block b's 16 biases, and its residual and output at each pixel.
+                unsafe {
+                    let bias = if t.bias.is_null() {
+                        V::splat(0.0)
+                    } else {
+                        V::load(t.bias.add(b * BLOCK))
+                    };
+                    for (j, &v) in row.iter().enumerate() {
+                        let at = b * t.out_plane + j * os;
+                        let res = (!t.res.is_null()).then(|| V::load(t.res.add(at)));
+                        epilogue::apply(V(v), bias, res, t.relu).store(t.out.add(at));
+                    }
                 }
             }
         }
     };
-    if B * W < 8 {
-        let pairs = t.taps.chunks_exact(2);
-        let rest = pairs.remainder();
-        for (i, pair) in pairs.enumerate() {
-            if 2 * i < fetching {
-                fetch(2 * i);
-                fetch(2 * i + 1);
-            }
-            step(&mut acc, &pair[0]);
-            step(&mut odd, &pair[1]);
-        }
-        if let Some(tap) = rest.first() {
-            fetch(t.taps.len() - 1);
-            step(&mut acc, tap);
-        }
-        for (a, o) in acc.iter_mut().zip(&odd) {
-            for (x, y) in a.iter_mut().zip(o) {
-                *x = _mm512_add_ps(*x, *y);
-            }
-        }
-    } else {
-        let (head, tail) = t.taps.split_at(fetching.min(t.taps.len()));
-        for (i, tap) in head.iter().enumerate() {
-            fetch(i);
-            step(&mut acc, tap);
-        }
-        for tap in tail {
-            step(&mut acc, tap);
-        }
-    }
-    if !t.last {
-        for (b, row) in acc.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                // SAFETY: block b, pixel j of the partial sums.
-                unsafe { _mm512_storeu_ps(t.partial.add(b * t.partial_plane + j * os), v) };
-            }
-        }
-        return;
-    }
-    for (b, row) in acc.iter().enumerate() {
-        // SAFETY: block b's 16 biases, and its residual and output at each pixel.
-        unsafe {
-            let bias = if t.bias.is_null() {
-                V::splat(0.0)
-            } else {
-                V::load(t.bias.add(b * BLOCK))
-            };
-            for (j, &v) in row.iter().enumerate() {
-                let at = b * t.out_plane + j * os;
-                let res = (!t.res.is_null()).then(|| V::load(t.res.add(at)));
-                epilogue::apply(V(v), bias, res, t.relu).store(t.out.add(at));
-            }
-        }
-    }
 }
+
+blocked_tile_fn!(tile, "avx512f", F32);
+blocked_tile_fn!(tile_bf16, "avx512f,avx512bf16", Bf16);
 
 /// # Safety
 /// As [`winograd::input_row`]; AVX-512F is available.

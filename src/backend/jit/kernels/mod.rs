@@ -75,6 +75,20 @@ pub struct Blocked {
     pub tile: fn(usize, usize, usize) -> BlockedTile,
     /// Whether the tile fetches the next slice's weights as it runs.
     pub prefetches: bool,
+    /// bf16 dot products, where the set has them.
+    pub bf16: Option<Bf16>,
+}
+
+/// A set's bf16 blocked convs (`--precision bf16`): bf16 weights and
+/// inputs, f32 sums and epilogues.
+pub struct Bf16 {
+    /// Whether this machine runs them.
+    pub supported: fn() -> bool,
+    /// As [`Blocked::tile`], for k-steps of channel pairs: each weight a
+    /// pair of bf16 in the bits of an f32, the input map bf16.
+    pub tile: fn(usize, usize, usize) -> BlockedTile,
+    /// `dst[i] = bf16(src[i])`, rounded to nearest even, for `len` values.
+    pub convert: unsafe fn(*const f32, *mut u16, usize),
 }
 
 /// The Winograd transforms of a set, for either tile (`winograd.rs`: the
