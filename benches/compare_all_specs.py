@@ -7,6 +7,7 @@ with numpy and onnxruntime, e.g. benches/.venv from benches/peers.sh or
 
     python benches/compare_all_specs.py [--threads 2] [--iters 10] [--rounds 3]
         [--only resnet18,resnet20] [--cifar-batch 64] [--min-ms 400] [--json OUT.json]
+        [--precision f32|bf16]
 
 For each `specs/**/*.rn` and `examples/*.rn`: `resnetc init --randomize-bn`
 writes its weights, `resnetc export` the same network and weights as ONNX
@@ -17,7 +18,9 @@ optimizations, --threads intra-op threads) runs that file in-process while
 --cifar-batch for the 32x32 ones, as CIFAR nets are evaluated. Each round
 times onnxruntime then resnetc; the table gives the medians over rounds and
 the median of the rounds' ratios (below 1: resnetc is faster), with the
-strategy mix resnetc chose. The logits are compared too (`resnetc run`).
+strategy mix resnetc chose. The logits are compared too (`resnetc run`):
+the largest difference over the largest logit, and with `--precision bf16`
+(resnetc's; onnxruntime stays f32) also the smallest logit cosine.
 """
 
 import argparse
@@ -69,9 +72,10 @@ def ort_median(sess, x, iters, warmup=2):
     return float(np.median(t)), y
 
 
-def resnetc_bench(spec, weights, batch, threads, iters):
+def resnetc_bench(spec, weights, batch, threads, iters, precision="f32"):
     out = json.loads(sh(EXE, "bench", spec, "--weights", weights, "--batch", batch,
-                        "--threads", threads, "--iters", iters, "--json", "--profile"))
+                        "--threads", threads, "--iters", iters, "--json", "--profile",
+                        "--precision", precision))
     mix = {}
     for layer in out.get("layers", []):
         mix[layer["how"]] = mix.get(layer["how"], 0.0) + layer["ms"]
@@ -99,6 +103,7 @@ def main():
     ap.add_argument("--cifar-batch", type=int, default=64)
     ap.add_argument("--only")
     ap.add_argument("--json")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"])
     args = ap.parse_args()
     if not EXE.exists():
         log(f"error: {EXE} is missing: run `cargo build --release` first")
@@ -126,27 +131,32 @@ def main():
                 iters = int(min(1000, max(args.iters, args.min_ms / max(t_one, 1e-3))))
                 for k in range(args.rounds):
                     t_ort, y = ort_median(sess, x, iters)
-                    t_rc, mix = resnetc_bench(rel, w, b, args.threads, iters)
+                    t_rc, mix = resnetc_bench(rel, w, b, args.threads, iters, args.precision)
                     o.append(t_ort)
                     r.append(t_rc)
                     ratios.append(t_rc / t_ort)
                 np.save(tmp / "x.npy", x)
                 sh(EXE, "run", rel, "--weights", w, "--threads", args.threads, "--input",
-                   tmp / "x.npy", "--output", tmp / "y.npy", "--top", "0")
+                   tmp / "x.npy", "--output", tmp / "y.npy", "--top", "0",
+                   "--precision", args.precision)
                 got = np.load(tmp / "y.npy")
                 err = float(np.abs(got - y).max() / np.abs(y).max())
+                g64, y64 = got.astype(np.float64), y.astype(np.float64)
+                cos = float(((g64 * y64).sum(1) / (np.linalg.norm(g64, axis=1)
+                                                  * np.linalg.norm(y64, axis=1))).min())
                 row = {"spec": str(rel), "batch": b, "ort_ms": float(np.median(o)),
                        "resnetc_ms": float(np.median(r)), "ratio": float(np.median(ratios)),
-                       "mix": mix, "agreement": err}
+                       "mix": mix, "agreement": err, "cosine": cos}
                 log(f"{rel} b{b}: ort {row['ort_ms']:.2f} ms, resnetc {row['resnetc_ms']:.2f} ms,"
-                    f" ratio {row['ratio']:.2f} ({mix}); agreement {err:.1e}")
+                    f" ratio {row['ratio']:.2f} ({mix}); agreement {err:.1e}, cosine {cos:.6f}")
                 rows.append(row)
             del sess
-    print("| spec | batch | onnxruntime ms | resnetc ms | ratio | resnetc's time by strategy | agreement |")
-    print("|---|---:|---:|---:|---:|---|---:|")
+    print(f"resnetc precision {args.precision}")
+    print("| spec | batch | onnxruntime ms | resnetc ms | ratio | resnetc's time by strategy | agreement | cosine |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         print(f"| `{r['spec']}` | {r['batch']} | {r['ort_ms']:.2f} | {r['resnetc_ms']:.2f} | "
-              f"{r['ratio']:.2f} | {r['mix']} | {r['agreement']:.1e} |")
+              f"{r['ratio']:.2f} | {r['mix']} | {r['agreement']:.1e} | {r['cosine']:.6f} |")
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), "?")
     print(f"\n{cpu}, {args.threads} threads, onnxruntime {ort.__version__}, {args.rounds} "
