@@ -231,6 +231,33 @@ fn every_backend_runs_by_name_and_bad_choices_are_usage_errors() {
         a.extend_from_slice(extra);
         resnetc(&a)
     };
+    // bf16: the same top-1 as f32 where the CPU has AVX512_BF16, and
+    // `bench` says how many convs took it; elsewhere a usage error naming it.
+    let (code, out, err) = run(&["--precision", "bf16", "--top", "1"]);
+    if resnetc::backend::jit::kernels::has_bf16_dot() {
+        assert_eq!(code, 0, "{err}");
+        // The classes, not their probabilities (bf16 moves those a little).
+        let classes = |o: &str| -> Vec<String> {
+            o.lines()
+                .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+                .collect()
+        };
+        assert_eq!(classes(&out), classes(&tops[0]), "{out}");
+        let (code, out, err) = resnetc(&[
+            "bench",
+            "specs/cifar/resnet20.rn",
+            "--precision",
+            "bf16",
+            "--iters",
+            "1",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("bf16 dot products in 18 of 19 convs"), "{out}");
+    } else {
+        println!("bf16 runs skipped: this CPU lacks AVX512_BF16");
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("AVX512_BF16"), "{err}");
+    }
     let (code, _, err) = run(&["--backend", "tpu"]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(&["--kernels", "neon"]);

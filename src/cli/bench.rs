@@ -151,6 +151,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             v[v.len() / 2]
         })
         .collect();
+    // Convs that take bf16 dot products (`--precision bf16`).
+    let bf16 = c
+        .steps()
+        .iter()
+        .filter(|s| s.strategy == crate::backend::Strategy::BlockedBf16)
+        .count();
     if args.json {
         let layers: Vec<_> = c
             .steps()
@@ -185,6 +191,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "peak_gflops": peak,
             "peak_share": gflops / peak,
             "arena_bytes": info.arena_bytes,
+            "precision": if bf16 > 0 { "bf16" } else { "f32" },
+            "bf16_convs": bf16,
             "layers": layers,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -223,6 +231,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         100.0 * gflops / peak,
         peak
     );
+    if bf16 > 0 {
+        let convs = c.steps().iter().filter(|s| s.op == "conv2d").count();
+        println!(
+            "  precision    bf16 dot products in {bf16} of {convs} convs (vdpbf16ps, twice the FMA rate), f32 sums and the rest f32"
+        );
+    }
     if args.profile {
         let total: Duration = med.iter().sum();
         let mut rows: Vec<(usize, Duration)> = med.iter().copied().enumerate().collect();
