@@ -230,19 +230,20 @@ impl Backend for Jit {
 
 /// Why `--precision p` is refused: the JIT computes in f32 and, with the
 /// kernel sets that have them and a CPU with AVX512_BF16, bf16.
-fn precision_refused(p: &str, kernels: &Kernels) -> String {
+fn precision_refused(p: &str, set: &Kernels) -> String {
     if p != "bf16" {
         return format!("precision `{p}`: the CPU JIT computes in f32 or bf16 (`--precision f32`, the default, or `bf16`)");
     }
-    if kernels.blocked.bf16.is_none() {
-        return format!(
-            "precision `bf16` runs on the avx512 kernel set; `{}` has no bf16 kernels (f32 is the default)",
-            kernels.name
-        );
+    // The CPU first: no choice of kernels helps a CPU without the instructions.
+    if !kernels::has_bf16_dot() {
+        return "precision `bf16` needs AVX512_BF16 (`vdpbf16ps`), which this CPU lacks; the \
+                JIT runs f32 (the default, or `--precision f32`)"
+            .to_string();
     }
-    "precision `bf16` needs AVX512_BF16 (`vdpbf16ps`), which this CPU lacks; the JIT runs \
-     f32 (the default, or `--precision f32`)"
-        .to_string()
+    format!(
+        "precision `bf16` runs on the avx512 kernel set; `{}` has no bf16 kernels (f32 is the default)",
+        set.name
+    )
 }
 
 /// The cranelift module and function for `l` (not yet finalized), and its CLIF.
