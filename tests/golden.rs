@@ -57,6 +57,19 @@ fn load_case(
     (g, bound, x, want)
 }
 
+/// A case's graph and weights through every pass at -O2.
+fn optimized(g: resnetc::ir::Graph, w: resnetc::weights::BoundWeights) -> passes::Prepared {
+    let m = passes::Module {
+        graph: g,
+        weights: Some(w),
+    };
+    let opts = passes::Options {
+        level: 2,
+        ..Default::default()
+    };
+    passes::prepare(m, &opts).unwrap().0
+}
+
 /// The error of the unoptimized and of the fully optimized graph.
 fn run_case(dir: &Path) -> (f32, f32) {
     let (g, bound, x, want) = load_case(dir);
@@ -64,15 +77,7 @@ fn run_case(dir: &Path) -> (f32, f32) {
         .unwrap()
         .remove(0);
     assert_eq!(got.shape(), want.shape(), "{}", dir.display());
-    let m = passes::Module {
-        graph: g,
-        weights: Some(bound),
-    };
-    let opts = passes::Options {
-        level: 2,
-        ..Default::default()
-    };
-    let (m, _) = passes::prepare(m, &opts).unwrap();
+    let m = optimized(g, bound);
     let w = m.weights().unwrap();
     let opt = interp::run(m.graph(), w, x, &[m.graph().logits()])
         .unwrap()
@@ -150,15 +155,7 @@ fn bf16_keeps_pytorch_top1_on_every_golden_input() {
     let jit = resnetc::backend::by_name("jit", &opts).unwrap();
     for dir in cases() {
         let (g, w, x, want) = load_case(&dir);
-        let m = passes::Module {
-            graph: g,
-            weights: Some(w),
-        };
-        let level = passes::Options {
-            level: 2,
-            ..Default::default()
-        };
-        let p = resnetc::backend::Program::lower(passes::prepare(m, &level).unwrap().0).unwrap();
+        let p = resnetc::backend::Program::lower(optimized(g, w)).unwrap();
         let got = jit.compile(&p).unwrap().run(&x).unwrap();
         let classes = want.shape()[1];
         let (got, want) = (got.as_slice().unwrap(), want.as_slice().unwrap());

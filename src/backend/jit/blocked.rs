@@ -87,17 +87,11 @@ impl Bf16Input {
     }
 }
 
-impl Precision {
-    /// Whether a conv of geometry `g` computes in bf16 under this precision.
-    fn bf16_for(&self, g: &Geom, kernels: &Kernels) -> bool {
-        matches!(self, Precision::Bf16(_))
-            && g.input == Input::Blocked
-            && kernels
-                .blocked
-                .bf16
-                .as_ref()
-                .is_some_and(|b| (b.supported)())
-    }
+/// Whether a conv of geometry `g` can take bf16 dot products: its k-steps
+/// pair up as neighbouring channels of a blocked input (not the stem's
+/// planar one).
+pub fn takes_bf16(g: &Geom) -> bool {
+    g.input == Input::Blocked
 }
 
 /// A conv's geometry (one image).
@@ -242,6 +236,9 @@ pub struct Conv<S = Arc<Store>> {
     /// bf16 dot products: k-steps are channel pairs, the input is
     /// converted into this buffer first, by this kernel.
     bf16: Option<(Arc<Bf16Input>, Convert)>,
+    /// The kernel set's tiles this conv runs (f32 or bf16), by block,
+    /// width and step.
+    tile: fn(usize, usize, usize) -> BlockedTile,
 }
 
 impl Packed {
@@ -269,6 +266,7 @@ impl Packed {
             runs: c.runs,
             subsampled: c.subsampled,
             bf16: c.bf16,
+            tile: c.tile,
         }
     }
 }
@@ -340,7 +338,12 @@ impl Conv {
         let blocks = g.o / BLOCK;
         let (full, groups_of) = (span.blocks, g.groups.max(1));
         let (cin, cout) = (g.c / groups_of, g.o / groups_of);
-        let bf16 = precision.bf16_for(&g, kernels);
+        // bf16: the buffer its input is converted into, and the set's kernels.
+        let bf16_with = match precision {
+            Precision::Bf16(buf) if takes_bf16(&g) => kernels.bf16_here().map(|b| (buf, b)),
+            _ => None,
+        };
+        let bf16 = bf16_with.is_some();
         let mut groups = Vec::new();
         let mut inputs = Vec::new();
         // bf16: each group packed as f32 here, then as pairs into the store.
@@ -526,10 +529,8 @@ impl Conv {
             relu,
             kc,
             runs,
-            bf16: match (precision, &kernels.blocked.bf16) {
-                (Precision::Bf16(buf), Some(b)) if bf16 => Some((buf.clone(), b.convert)),
-                _ => None,
-            },
+            tile: bf16_with.map_or(kernels.blocked.tile, |(_, b)| b.tile),
+            bf16: bf16_with.map(|(buf, b)| (buf.clone(), b.convert)),
             subsampled: subsample.then(|| Subsampled {
                 h: outer.h,
                 w: outer.w,
@@ -729,14 +730,10 @@ impl Conv {
                 };
                 let list = self.row_class[oy] * self.col_classes + class;
                 let step = if down { 0 } else { g.pixel_step() };
-                let tile = match &self.kernels.blocked.bf16 {
-                    Some(b) if self.bf16.is_some() => b.tile,
-                    _ => self.kernels.blocked.tile,
-                };
                 Planned {
                     args,
                     list,
-                    run: tile(blocks, len, step),
+                    run: (self.tile)(blocks, len, step),
                     len,
                     step,
                 }
@@ -781,7 +778,7 @@ impl Conv {
             if self.kernels.blocked.blocks == 1 {
                 // One block a tile (AVX2, portable): each tile once per
                 // output block of the group.
-                planned = per_block(planned, blocks, self.kernels);
+                planned = per_block(planned, blocks, self.tile);
             }
             // The row tiles of a slice share out the fetching of the next
             // slice's weights (the next group's first), a line or a few each
@@ -828,14 +825,18 @@ struct Planned<'a> {
 
 /// Planned tiles of a group of `blocks`, each as `blocks` one-block tiles
 /// ([`TileArgs::block`]) for a set whose tiles hold one block.
-fn per_block<'a>(planned: Vec<Planned<'a>>, blocks: usize, kernels: &Kernels) -> Vec<Planned<'a>> {
+fn per_block<'a>(
+    planned: Vec<Planned<'a>>,
+    blocks: usize,
+    tile: fn(usize, usize, usize) -> BlockedTile,
+) -> Vec<Planned<'a>> {
     let mut out = Vec::with_capacity(planned.len() * blocks);
     for p in planned {
         for b in 0..blocks {
             out.push(Planned {
                 args: p.args.block(b),
                 list: p.list,
-                run: (kernels.blocked.tile)(1, p.len, p.step),
+                run: tile(1, p.len, p.step),
                 len: p.len,
                 step: p.step,
             });
@@ -970,11 +971,7 @@ pub fn floats(g: &Geom) -> usize {
 /// As [`floats`], with bf16 weights (half as many) where `bf16`.
 pub fn floats_for(g: &Geom, bf16: bool) -> usize {
     let len = span(g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o;
-    stored(if bf16 && g.input == Input::Blocked {
-        len / 2
-    } else {
-        len
-    })
+    stored(if bf16 && takes_bf16(g) { len / 2 } else { len })
 }
 
 /// Lines of `width` f32 weights, k-step by k-step, as lines of pairs: line
@@ -1438,7 +1435,7 @@ pub(crate) mod tests {
         let team = Team::new(2).expect("threads");
         let sets: Vec<_> = kernels::available()
             .into_iter()
-            .filter(|k| !bf16 || k.blocked.bf16.as_ref().is_some_and(|b| (b.supported)()))
+            .filter(|k| !bf16 || k.bf16_here().is_some())
             .collect();
         if sets.is_empty() {
             println!("skipped: no kernel set here has bf16 tiles (AVX512_BF16)");

@@ -208,8 +208,7 @@ pub fn lower(
                     )
                 } else if blocked {
                     // (The stem reads the planar input: f32.)
-                    let bf16 = bf16
-                        && on_blocked.is_some_and(|g| g.input == super::blocked::Input::Blocked);
+                    let bf16 = bf16 && on_blocked.is_some_and(|g| super::blocked::takes_bf16(&g));
                     (
                         "rt_conv_blocked",
                         Desc::BlockedConv { step: k },

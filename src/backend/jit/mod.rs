@@ -90,15 +90,7 @@ impl Jit {
         };
         let bf16 = match o.precision.as_deref() {
             None | Some("f32") => false,
-            Some("bf16")
-                if kernels
-                    .blocked
-                    .bf16
-                    .as_ref()
-                    .is_some_and(|b| (b.supported)()) =>
-            {
-                true
-            }
+            Some("bf16") if kernels.bf16_here().is_some() => true,
             Some(p) => return Err(fail(precision_refused(p, kernels))),
         };
         Ok(Jit {

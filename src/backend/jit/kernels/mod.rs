@@ -119,6 +119,13 @@ pub struct Kernels {
     pub peak: Peak,
 }
 
+impl Kernels {
+    /// The set's bf16 blocked kernels, where it has them and this machine runs them.
+    pub fn bf16_here(&self) -> Option<&Bf16> {
+        self.blocked.bf16.as_ref().filter(|b| (b.supported)())
+    }
+}
+
 impl std::fmt::Debug for Kernels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name)
