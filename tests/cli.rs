@@ -252,7 +252,7 @@ fn every_backend_runs_by_name_and_bad_choices_are_usage_errors() {
             "1",
         ]);
         assert_eq!(code, 0, "{err}");
-        assert!(out.contains("bf16 dot products in 18 of 19 convs"), "{out}");
+        assert!(out.contains("bf16 dot products in 19 of 19 convs"), "{out}");
     } else {
         println!("bf16 runs skipped: this CPU lacks AVX512_BF16");
         assert_eq!(code, 2, "{err}");

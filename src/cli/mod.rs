@@ -136,8 +136,8 @@ pub struct BackendArgs {
     #[arg(long, value_name = "NAME")]
     pub kernels: Option<String>,
     /// Arithmetic precision: f32 (every backend) and, where a backend has
-    /// them, tf32 or bf16 (jit: convs on blocked maps but the stem, bf16
-    /// weights and inputs summed in f32; needs AVX512_BF16).
+    /// them, tf32 or bf16 (jit: convs on blocked maps, bf16 weights and
+    /// inputs summed in f32; needs AVX512_BF16).
     #[arg(long, value_name = "NAME")]
     pub precision: Option<String>,
 }

@@ -33,13 +33,16 @@ pub enum Input {
     Blocked,
     /// `[C][H][W]`: the network's input, read by the stem.
     Planar,
+    /// `[H][W][C]`, `C` even: the bf16 copy of a planar input, channel
+    /// pairs side by side (a padding channel of zeros where `C` was odd).
+    Interleaved,
 }
 
 /// What a blocked conv's dot products take: f32, or (`--precision bf16`)
 /// bf16 weights and inputs summed in f32, where the kernel set has them
-/// ([`Kernels`]'s `blocked.bf16`) and the input is blocked (the stem's
-/// planar 3 channels stay f32). The bf16 copy of the input map is made
-/// as the conv starts, into a buffer the network's convs share.
+/// ([`Kernels`]'s `blocked.bf16`). The bf16 copy of the input map is made
+/// as the conv starts, into a buffer the network's convs share: a blocked
+/// map as it is, the stem's planar one [`Input::Interleaved`].
 #[derive(Clone, Default)]
 pub enum Precision {
     #[default]
@@ -85,13 +88,98 @@ impl Bf16Input {
         });
         buf.as_ptr()
     }
+
+    /// `n` planar maps of `c` channels of `hw` pixels at `x` into the
+    /// buffer, interleaved as `[hw][c2]` (`c2` even, channels from `c` on
+    /// zero), on `team`; returns it. Scalar: a stem's 150K pixels an image.
+    ///
+    /// # Safety
+    /// `x` holds `n * c * hw` floats; no other conv of the network runs at once.
+    unsafe fn interleave(
+        &self,
+        (n, c, c2, hw): (usize, usize, usize, usize),
+        x: *const f32,
+        team: &Team,
+    ) -> *const u16 {
+        // SAFETY: one run at a time (the caller's promise).
+        let buf = unsafe { &mut *self.0.get() };
+        let len = n * c2 * hw;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let rows = n * hw.div_ceil(1 << 12);
+        let tasks = rows.min(4 * team.size());
+        // SAFETY: the tasks read x and each writes its own pixels of buf.
+        let io = unsafe { (TaskPtr::reading(x), TaskPtr::new(buf.as_mut_ptr())) };
+        team.run(tasks, &|t| {
+            let (x, dst) = (io.0.get() as *const f32, io.1.get());
+            let per = hw.div_ceil(1 << 12);
+            for r in rows * t / tasks..rows * (t + 1) / tasks {
+                let (img, part) = (r / per, r % per);
+                let (p0, p1) = (hw * part / per, hw * (part + 1) / per);
+                let src = x.wrapping_add(img * c * hw);
+                let out = dst.wrapping_add(img * hw * c2);
+                if (c, c2) == (3, 4) {
+                    // RGB: a pixel's four values as one store (vectorized).
+                    for p in p0..p1 {
+                        // SAFETY: pixel p of the image's 3 planes, and its
+                        // 4 values in this task's pixels of the buffer.
+                        unsafe {
+                            let v = |ch: usize| u64::from(bf16_bits(*src.add(ch * hw + p)));
+                            (out.add(p * 4) as *mut u64)
+                                .write_unaligned(v(0) | v(1) << 16 | v(2) << 32);
+                        }
+                    }
+                    continue;
+                }
+                for p in p0..p1 {
+                    for ch in 0..c2 {
+                        // SAFETY: pixel p of channel ch of the image, and its
+                        // place in this task's pixels of the buffer.
+                        unsafe {
+                            *out.add(p * c2 + ch) = if ch < c {
+                                bf16_bits(*src.add(ch * hw + p))
+                            } else {
+                                0
+                            };
+                        }
+                    }
+                }
+            }
+        });
+        buf.as_ptr()
+    }
+}
+
+/// `v` as bf16, rounded to nearest even (a NaN stays a quiet NaN), as
+/// `vcvtneps2bf16` does; without branches, so loops of it vectorize.
+fn bf16_bits(v: f32) -> u16 {
+    let b = v.to_bits();
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    if v.is_nan() {
+        (b >> 16) as u16 | 0x40
+    } else {
+        rounded
+    }
 }
 
 /// Whether a conv of geometry `g` can take bf16 dot products: its k-steps
-/// pair up as neighbouring channels of a blocked input (not the stem's
-/// planar one).
+/// pair up as neighbouring channels of a blocked input, or of the stem's
+/// planar one once interleaved.
 pub fn takes_bf16(g: &Geom) -> bool {
-    g.input == Input::Blocked
+    g.input == Input::Blocked || (g.input == Input::Planar && g.groups <= 1)
+}
+
+/// `g` as its conv runs it with bf16 dot products: a planar input interleaved.
+fn bf16_geom(g: Geom) -> Geom {
+    match g.input {
+        Input::Planar => Geom {
+            c: g.c.next_multiple_of(2),
+            input: Input::Interleaved,
+            ..g
+        },
+        _ => g,
+    }
 }
 
 /// A conv's geometry (one image).
@@ -120,7 +208,19 @@ impl Geom {
         match self.input {
             Input::Blocked => self.stride * BLOCK,
             Input::Planar => self.stride,
+            Input::Interleaved => self.stride * self.c,
         }
+    }
+}
+
+/// The tiles' input step for pixels `step` apart: the kernel sets' tiles
+/// have these built in; others (an interleaved stem's) are read at run
+/// time (0, as a column's are).
+fn tile_step(step: usize) -> usize {
+    if matches!(step, 1 | 2 | 16 | 32) {
+        step
+    } else {
+        0
     }
 }
 
@@ -193,6 +293,16 @@ struct Tile {
     class: usize,
 }
 
+/// How a bf16 conv's input is converted as it starts.
+struct Bf16Run {
+    /// Into this buffer,
+    buf: Arc<Bf16Input>,
+    /// by this kernel (a blocked map),
+    convert: Convert,
+    /// or interleaved, from a planar map of this many channels.
+    planar: Option<usize>,
+}
+
 /// A direct conv whose weights are packed into a [`Store`] not yet shared:
 /// [`Packed::bind`] hands it the store once every conv is packed.
 pub struct Packed(Conv<()>);
@@ -234,8 +344,8 @@ pub struct Conv<S = Arc<Store>> {
     /// A strided 1x1 conv's real input geometry and its subsampled input.
     subsampled: Option<Subsampled>,
     /// bf16 dot products: k-steps are channel pairs, the input is
-    /// converted into this buffer first, by this kernel.
-    bf16: Option<(Arc<Bf16Input>, Convert)>,
+    /// converted first.
+    bf16: Option<Bf16Run>,
     /// The kernel set's tiles this conv runs (f32 or bf16), by block,
     /// width and step.
     tile: fn(usize, usize, usize) -> BlockedTile,
@@ -314,10 +424,20 @@ impl Conv {
         } else {
             outer
         };
+        // bf16: the buffer its input is converted into, and the set's kernels.
+        let bf16_with = match precision {
+            Precision::Bf16(buf) if takes_bf16(&g) => kernels.bf16_here().map(|b| (buf, b)),
+            _ => None,
+        };
+        let bf16 = bf16_with.is_some();
+        // (The weights' input channels: an interleaved input has a zero one more.)
+        let c_w = g.c;
+        let g = if bf16 { bf16_geom(g) } else { g };
         let kk = g.kernel * g.kernel;
         let span = span(&g)?;
         let k = span.width * kk;
-        // k-step order: (input block, ky, kx, channel in block), or (channel, ky, kx) for planar input.
+        // k-step order: (input block, ky, kx, channel in block), (channel,
+        // ky, kx) for planar input, and (ky, kx, channel) interleaved.
         let step = |s: usize| -> (usize, usize, usize) {
             match g.input {
                 Input::Blocked => {
@@ -326,6 +446,7 @@ impl Conv {
                     (cb * BLOCK + ci, tap / g.kernel, tap % g.kernel)
                 }
                 Input::Planar => (s / kk, s % kk / g.kernel, s % g.kernel),
+                Input::Interleaved => (s % g.c, s / g.c / g.kernel, s / g.c % g.kernel),
             }
         };
         // Each k-step's place in a row of `weight` (one output channel's).
@@ -338,12 +459,6 @@ impl Conv {
         let blocks = g.o / BLOCK;
         let (full, groups_of) = (span.blocks, g.groups.max(1));
         let (cin, cout) = (g.c / groups_of, g.o / groups_of);
-        // bf16: the buffer its input is converted into, and the set's kernels.
-        let bf16_with = match precision {
-            Precision::Bf16(buf) if takes_bf16(&g) => kernels.bf16_here().map(|b| (buf, b)),
-            _ => None,
-        };
-        let bf16 = bf16_with.is_some();
         let mut groups = Vec::new();
         let mut inputs = Vec::new();
         // bf16: each group packed as f32 here, then as pairs into the store.
@@ -364,6 +479,24 @@ impl Conv {
             let in0 = o0 / cout * cin;
             // (Channel in0 of a map, blocked or planar, starts in0 planes on.)
             inputs.push(in0 * g.h * g.w);
+            if g.input == Input::Interleaved {
+                // The stem (one group): channels from c_w on have zero weights.
+                let rows = weight.get(o0 * c_w * kk..)?.get(..nb * BLOCK * c_w * kk)?;
+                for (s, line) in v.chunks_exact_mut(nb * BLOCK).enumerate() {
+                    let (c, ky, kx) = step(s);
+                    for (j, d) in line.iter_mut().enumerate() {
+                        *d = if c < c_w {
+                            *rows.get(((j * c_w + c) * g.kernel + ky) * g.kernel + kx)?
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                if let Some(pairs) = pairs {
+                    to_pairs(v, nb * BLOCK, pairs);
+                }
+                continue;
+            }
             if groups_of > 1 {
                 // Grouped: each weight from its row, zero across groups.
                 let rows = weight.get(o0 * cin * kk..)?.get(..nb * BLOCK * cin * kk)?;
@@ -433,6 +566,7 @@ impl Conv {
         let (row_stride, plane) = match g.input {
             Input::Blocked => (g.w * BLOCK, g.h * g.w * BLOCK),
             Input::Planar => (g.w, g.h * g.w),
+            Input::Interleaved => (g.w * g.c, 0),
         };
         let mut taps = Vec::new();
         for &(ky0, ky1) in &row_ranges {
@@ -449,6 +583,7 @@ impl Conv {
                                 (c / BLOCK) * plane + ky * row_stride + kx * BLOCK + c % BLOCK
                             }
                             Input::Planar => c * plane + ky * row_stride + kx,
+                            Input::Interleaved => ky * row_stride + kx * g.c + c,
                         };
                         Some(Tap {
                             x: x as i32,
@@ -475,7 +610,12 @@ impl Conv {
         } else {
             (k, taps)
         };
-        let kc = kc_for(&g);
+        // (An interleaved stem's K, 98 pairs, in one slice: 25 KB of weights.)
+        let kc = if g.input == Input::Interleaved {
+            k
+        } else {
+            kc_for(&g)
+        };
         let bounds: Vec<Vec<usize>> = taps
             .iter()
             .map(|list: &Vec<Tap>| {
@@ -530,7 +670,11 @@ impl Conv {
             kc,
             runs,
             tile: bf16_with.map_or(kernels.blocked.tile, |(_, b)| b.tile),
-            bf16: bf16_with.map(|(buf, b)| (buf.clone(), b.convert)),
+            bf16: bf16_with.map(|(buf, b)| Bf16Run {
+                buf: buf.clone(),
+                convert: b.convert,
+                planar: (g.input == Input::Interleaved).then_some(c_w),
+            }),
             subsampled: subsample.then(|| Subsampled {
                 h: outer.h,
                 w: outer.w,
@@ -561,11 +705,20 @@ impl Conv {
             Some(sub) => unsafe { sub.fill(g, n, x, team) },
             None => x,
         };
+        // (A bf16 input is 2-byte values: the bf16 tiles read x as such.)
         let x = match &self.bf16 {
-            Some((buf, convert)) => {
-                // SAFETY: x holds the n maps (this function's contract), one run at a time.
-                let bf16 = unsafe { buf.fill(n * g.c * g.h * g.w, x, *convert, team) };
-                bf16 as *const f32
+            Some(Bf16Run {
+                buf,
+                planar: Some(c),
+                ..
+            }) => {
+                // SAFETY: x holds the n planar maps of c channels (this
+                // function's contract); one run at a time.
+                unsafe { buf.interleave((n, *c, g.c, g.h * g.w), x, team) as *const f32 }
+            }
+            Some(Bf16Run { buf, convert, .. }) => {
+                // SAFETY: x holds the n maps (this function's contract); one run at a time.
+                unsafe { buf.fill(n * g.c * g.h * g.w, x, *convert, team) as *const f32 }
             }
             None => x,
         };
@@ -645,6 +798,7 @@ impl Conv {
         let row_stride = match g.input {
             Input::Blocked => g.w * BLOCK,
             Input::Planar => g.w,
+            Input::Interleaved => g.w * g.c,
         };
         let tiles = if blocks == self.full {
             &self.tiles[0]
@@ -685,6 +839,7 @@ impl Conv {
                 let px = match g.input {
                     Input::Blocked => ix * BLOCK as isize,
                     Input::Planar => ix,
+                    Input::Interleaved => ix * g.c as isize,
                 };
                 let start =
                     (img * in_image + self.inputs[grp]) as isize + iy * row_stride as isize + px;
@@ -729,7 +884,7 @@ impl Conv {
                     runs: self.runs,
                 };
                 let list = self.row_class[oy] * self.col_classes + class;
-                let step = if down { 0 } else { g.pixel_step() };
+                let step = if down { 0 } else { tile_step(g.pixel_step()) };
                 Planned {
                     args,
                     list,
@@ -970,8 +1125,10 @@ pub fn floats(g: &Geom) -> usize {
 
 /// As [`floats`], with bf16 weights (half as many) where `bf16`.
 pub fn floats_for(g: &Geom, bf16: bool) -> usize {
-    let len = span(g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o;
-    stored(if bf16 && takes_bf16(g) { len / 2 } else { len })
+    let bf16 = bf16 && takes_bf16(g);
+    let g = if bf16 { bf16_geom(*g) } else { *g };
+    let len = span(&g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o;
+    stored(if bf16 { len / 2 } else { len })
 }
 
 /// Lines of `width` f32 weights, k-step by k-step, as lines of pairs: line
@@ -1419,7 +1576,7 @@ pub(crate) mod tests {
         assert!(eligible(&g), "{g:?}");
         let val = |i: usize, m: usize| ((i * 7919) % m) as f32 / m as f32 - 0.5;
         let round = |v: f32| {
-            if bf16 && input == Input::Blocked {
+            if bf16 {
                 half::bf16::from_f32(v).to_f32()
             } else {
                 v
@@ -1453,13 +1610,14 @@ pub(crate) mod tests {
             let conv = conv.bind(Arc::new(store));
             // Blocked inputs take the kernels' run-by-run path, planar ones
             // (3 channels, in c, ky, kx order) the tap-by-tap one; bf16
-            // steps are pairs.
-            let bf16_here = bf16 && input == Input::Blocked;
-            assert_eq!(conv.runs, input == Input::Blocked && !bf16_here, "{g:?}");
-            assert_eq!(conv.bf16.is_some(), bf16_here, "{g:?}");
+            // steps are pairs (a planar input's interleaved).
+            assert_eq!(conv.runs, input == Input::Blocked && !bf16, "{g:?}");
+            assert_eq!(conv.bf16.is_some(), bf16, "{g:?}");
+            let interleaved = conv.g.input == Input::Interleaved;
+            assert_eq!(interleaved, bf16 && input == Input::Planar, "{g:?}");
             let xb = match input {
                 Input::Blocked => to_blocked(&x, c, h * w),
-                Input::Planar => x.clone(),
+                Input::Planar | Input::Interleaved => x.clone(),
             };
             let mut out = to_blocked(&res, o, oh * ow);
             // The residual read in place, as a network run does.
@@ -1517,8 +1675,9 @@ pub(crate) mod tests {
     fn bf16_agrees_with_the_definition_on_rounded_values() {
         let bf16 = |c, hw, o, kdg, s, p, input, n| case_in(c, hw, o, kdg, s, p, input, n, true);
         // 1x1s (flat, strided and so subsampled), 3x3s padded and strided,
-        // deep K in slices, maps down to 1 x 1, a dilation, groups, and the
-        // planar stem (f32).
+        // deep K in slices, maps down to 1 x 1, a dilation, groups, and
+        // planar stems (3 channels and an even 4, interleaved; at stride 1,
+        // its pixel step one the tiles take at run time).
         bf16(64, (9, 10), 64, (1, 1, 1), 1, 0, Input::Blocked, 2);
         bf16(32, (8, 11), 112, (1, 1, 1), 2, 0, Input::Blocked, 1);
         bf16(32, (9, 12), 80, (3, 1, 1), 1, 1, Input::Blocked, 2);
@@ -1527,7 +1686,37 @@ pub(crate) mod tests {
         bf16(16, (1, 1), 32, (3, 1, 1), 1, 1, Input::Blocked, 1);
         bf16(32, (12, 13), 48, (3, 2, 1), 1, 2, Input::Blocked, 2);
         bf16(128, (9, 10), 128, (3, 1, 32), 1, 1, Input::Blocked, 1);
-        bf16(3, (23, 26), 64, (7, 1, 1), 2, 3, Input::Planar, 1);
+        bf16(3, (23, 26), 64, (7, 1, 1), 2, 3, Input::Planar, 2);
+        bf16(4, (9, 12), 32, (3, 1, 1), 1, 1, Input::Planar, 1);
+        bf16(3, (15, 14), 16, (3, 2, 1), 1, 2, Input::Planar, 1);
+    }
+
+    #[test]
+    fn bf16_rounding_is_the_instructions() {
+        // Nearest even (as vcvtneps2bf16 and the half crate round), ties
+        // both ways, infinities, NaNs kept quiet, subnormals, and a sweep.
+        let special = [
+            0x3F80_8000u32,
+            0x3F81_8000,
+            0x7F7F_FFFF,
+            0xFF80_0000,
+            0x7FC0_0001,
+        ];
+        let sweep = (0..u32::MAX / 65_521).map(|i| i * 65_521);
+        for b in special
+            .into_iter()
+            .chain([0x0000_8001, 0x8000_0001, 0x7F80_0001])
+            .chain(sweep)
+        {
+            let v = f32::from_bits(b);
+            let want = half::bf16::from_f32(v);
+            let got = half::bf16::from_bits(bf16_bits(v));
+            if v.is_nan() {
+                assert!(got.is_nan() && got.to_bits() & 0x40 != 0, "{b:#x}: {got:?}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{b:#x}");
+            }
+        }
     }
 
     #[test]

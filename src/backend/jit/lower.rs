@@ -207,7 +207,6 @@ pub fn lower(
                         },
                     )
                 } else if blocked {
-                    // (The stem reads the planar input: f32.)
                     let bf16 = bf16 && on_blocked.is_some_and(|g| super::blocked::takes_bf16(&g));
                     (
                         "rt_conv_blocked",
