@@ -4,6 +4,7 @@
 //! [`Lowered::descs`] with them, `listing` prints the code without.
 
 use super::codegen::{Arg, MapOp, Step as Code};
+use super::kernels::Kernels;
 use super::strategy::{self, ConvStrategy};
 use super::{gemm, winograd};
 use crate::backend::program::{Kind, Program};
@@ -123,13 +124,14 @@ pub struct Lowered {
 /// The slot of the shared state, the same in every table.
 pub const SHARED: usize = 0;
 
-/// Lower `p`: blocked maps where the layout rule allows and nothing else is
-/// forced; `bf16`: their convs take bf16 dot products, direct (Winograd's
+/// Lower `p` for kernel set `kernels`: blocked maps where the layout rule
+/// allows and nothing else is forced; `bf16`: their convs take bf16 dot products, direct (Winograd's
 /// transformed values need f32's range of digits) unless Winograd is
 /// forced; `profile` adds a timestamp after every step; `fault` names a
 /// value before whose step a task panics (tests).
 pub fn lower(
     p: &Program,
+    kernels: &Kernels,
     forced: Option<ConvStrategy>,
     bf16: bool,
     profile: bool,
@@ -190,7 +192,7 @@ pub fn lower(
                 };
                 let wino = on_blocked
                     .filter(|_| !bf16 || forced.is_some())
-                    .and_then(|g| strategy::winograd_rule(&g, geom.n, forced));
+                    .and_then(|g| strategy::winograd_rule(&g, geom.n, forced, kernels));
                 if let (Some(g), Some(tile)) = (on_blocked, wino) {
                     l.scratch = l.scratch.max(winograd::scratch_len(&g, geom.n, tile));
                 }

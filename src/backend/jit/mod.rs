@@ -106,6 +106,7 @@ impl Jit {
     fn lower(&self, p: &Program) -> Lowered {
         lower::lower(
             p,
+            self.kernels,
             self.forced,
             self.bf16,
             self.profile,

@@ -4,6 +4,7 @@
 use crate::backend::program::{ConvGeom, Kind, Program, Residual, Step};
 use crate::backend::Strategy;
 
+use super::kernels::Kernels;
 use super::{blocked, winograd};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,12 +153,15 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
 ///   F(4x4) has under 8 tiles (7x7 at batch 1: F(2x2) 0.68-0.83 of direct,
 ///   F(4x4) 0.85-0.96) or computes more padded pixels than F(2x2) (14x14
 ///   at batch 1: 256 against 196; ResNet-50's layer3 F(2x2) 0.52-0.63,
-///   F(4x4) 0.60-0.74); else F(4x4) (7x7 at batch 2: 0.58-0.71 against
+///   F(4x4) 0.60-0.74), from the kernel set's `f2_min_tiles` tiles on
+///   (AVX-512 on Zen 4: direct at 7x7 at batch 1, where F(2x2) measured
+///   1.10-1.18 of it); else F(4x4) (7x7 at batch 2: 0.58-0.71 against
 ///   0.59-0.84).
 pub fn winograd_rule(
     g: &blocked::Geom,
     n: usize,
     forced: Option<ConvStrategy>,
+    kernels: &Kernels,
 ) -> Option<winograd::Tile> {
     use winograd::Tile::{F2, F4};
     if !winograd::eligible(g) {
@@ -181,7 +185,7 @@ pub fn winograd_rule(
     }
     let padded = |t: usize, tile: winograd::Tile| t * tile.out() * tile.out();
     if t4 < 8 || padded(t2, F2) < padded(t4, F4) {
-        (t2 >= WINOGRAD_F2_MIN_TILES).then_some(F2)
+        (t2 >= kernels.winograd.f2_min_tiles).then_some(F2)
     } else {
         Some(F4)
     }
@@ -207,10 +211,6 @@ pub const WINOGRAD_MIN_TILES: usize = 4;
 /// ResNet-50's layer3 at batch 2 (32 tiles), F(4x4) 0.48-0.51 of direct
 /// against F(2x2)'s 0.48-0.70.
 pub const WINOGRAD_F4_TILES: usize = 32;
-
-/// The fewest F(2x2) tiles for which the rule picks F(2x2): measured down
-/// to 16 (7x7 at batch 1).
-pub const WINOGRAD_F2_MIN_TILES: usize = 16;
 
 /// A conv step's option A residual on blocked maps, and where in the
 /// shared scratch it is built: past a Winograd conv's transforms (`wino`).
@@ -341,8 +341,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn winograd_takes_the_stride_one_3x3s_by_weights_and_tiles() {
         use winograd::Tile::{F2, F4};
+        // The rule as measured with the AVX2 set (which tests pick need
+        // not run here: the rule only reads its measurements).
+        let ks = &crate::backend::jit::kernels::avx2::KERNELS;
         let g = |c: usize, side: usize, stride: usize| blocked::Geom {
             c,
             h: side,
@@ -358,35 +362,40 @@ mod tests {
             input: blocked::Input::Blocked,
         };
         // Small weights (64 and 128 channels): F(4x4) from 4 tiles on.
-        assert_eq!(winograd_rule(&g(64, 8, 1), 1, None), Some(F4));
-        assert_eq!(winograd_rule(&g(64, 4, 1), 1, None), None);
-        assert_eq!(winograd_rule(&g(128, 28, 1), 1, None), Some(F4));
-        assert_eq!(winograd_rule(&g(64, 56, 2), 8, None), None);
+        assert_eq!(winograd_rule(&g(64, 8, 1), 1, None, ks), Some(F4));
+        assert_eq!(winograd_rule(&g(64, 4, 1), 1, None, ks), None);
+        assert_eq!(winograd_rule(&g(128, 28, 1), 1, None, ks), Some(F4));
+        assert_eq!(winograd_rule(&g(64, 56, 2), 8, None, ks), None);
         // Large (256 and 512): F(4x4) from 32 tiles, F(2x2) below at
         // 14x14 (fewer padded pixels) and at under 8 tiles.
-        assert_eq!(winograd_rule(&g(256, 14, 1), 2, None), Some(F4));
-        assert_eq!(winograd_rule(&g(256, 14, 1), 1, None), Some(F2));
-        assert_eq!(winograd_rule(&g(512, 7, 1), 1, None), Some(F2));
-        assert_eq!(winograd_rule(&g(512, 7, 1), 2, None), Some(F4));
-        assert_eq!(winograd_rule(&g(512, 7, 1), 8, None), Some(F4));
+        assert_eq!(winograd_rule(&g(256, 14, 1), 2, None, ks), Some(F4));
+        assert_eq!(winograd_rule(&g(256, 14, 1), 1, None, ks), Some(F2));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 1, None, ks), Some(F2));
+        // ... but for the AVX-512 set, whose direct kernel is faster there.
+        let avx512 = &crate::backend::jit::kernels::avx512::KERNELS;
+        assert_eq!(winograd_rule(&g(512, 7, 1), 1, None, avx512), None);
+        assert_eq!(winograd_rule(&g(256, 14, 1), 1, None, avx512), Some(F2));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 2, None, avx512), Some(F4));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 2, None, ks), Some(F4));
+        assert_eq!(winograd_rule(&g(512, 7, 1), 8, None, ks), Some(F4));
         // 3x3 at batch 1: 4 F(2x2) tiles, unmeasured: direct.
-        assert_eq!(winograd_rule(&g(512, 3, 1), 1, None), None);
+        assert_eq!(winograd_rule(&g(512, 3, 1), 1, None, ks), None);
         // 16 channels (CIFAR's layer1): direct, however many tiles; 32: F(4x4).
-        assert_eq!(winograd_rule(&g(16, 32, 1), 64, None), None);
-        assert_eq!(winograd_rule(&g(32, 16, 1), 1, None), Some(F4));
+        assert_eq!(winograd_rule(&g(16, 32, 1), 64, None, ks), None);
+        assert_eq!(winograd_rule(&g(32, 16, 1), 1, None, ks), Some(F4));
         // Forced either way, where eligible.
         assert_eq!(
-            winograd_rule(&g(16, 32, 1), 1, Some(ConvStrategy::Winograd)),
+            winograd_rule(&g(16, 32, 1), 1, Some(ConvStrategy::Winograd), ks),
             Some(F4)
         );
         let f2 = Some(ConvStrategy::WinogradF2);
-        assert_eq!(winograd_rule(&g(512, 3, 1), 1, f2), Some(F2));
+        assert_eq!(winograd_rule(&g(512, 3, 1), 1, f2, ks), Some(F2));
         assert_eq!(
-            winograd_rule(&g(64, 56, 1), 8, Some(ConvStrategy::Blocked)),
+            winograd_rule(&g(64, 56, 1), 8, Some(ConvStrategy::Blocked), ks),
             None
         );
         assert_eq!(
-            winograd_rule(&g(64, 56, 2), 8, Some(ConvStrategy::Winograd)),
+            winograd_rule(&g(64, 56, 2), 8, Some(ConvStrategy::Winograd), ks),
             None
         );
     }

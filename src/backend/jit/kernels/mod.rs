@@ -96,6 +96,12 @@ pub struct Bf16 {
 pub struct Winograd {
     pub input: unsafe fn(&InputRow),
     pub output: unsafe fn(&OutputRow),
+    /// The fewest F(2x2) tiles for which [`strategy::winograd_rule`] picks
+    /// F(2x2) over the direct kernel for a conv with large weights, as
+    /// measured with this set (`benches/winograd_rule.py`).
+    ///
+    /// [`strategy::winograd_rule`]: super::strategy::winograd_rule
+    pub f2_min_tiles: usize,
 }
 
 /// A register-only FMA loop, for the peak `bench` measures.
