@@ -1381,6 +1381,20 @@ impl PadResidual {
     pub unsafe fn build(&self, n: usize, x: *const f32, out: *mut f32, team: &Team) {
         let (oh, ow) = (self.h.div_ceil(self.stride), self.w.div_ceil(self.stride));
         let (cb, ob) = (self.c / BLOCK, self.o / BLOCK);
+        // Each output block's lanes: where in an input pixel's blocks their
+        // channel is (-1: a padding channel, zero). Computed per lane inside
+        // the pixel loop, CIFAR ResNet-20's layer2.0 at batch 64 took 0.7 ms.
+        let plane = self.h * self.w * BLOCK;
+        let lanes: Vec<[isize; BLOCK]> = (0..ob)
+            .map(|b| {
+                std::array::from_fn(|l| {
+                    (b * BLOCK + l)
+                        .checked_sub(self.before)
+                        .filter(|&c| c < self.c)
+                        .map_or(-1, |ic| ((ic / BLOCK) * plane + ic % BLOCK) as isize)
+                })
+            })
+            .collect();
         let rows = n * ob * oh;
         let tasks = rows.min(8 * team.size());
         // SAFETY: tasks read x and write disjoint output rows.
@@ -1388,25 +1402,24 @@ impl PadResidual {
         team.run(tasks, &|k| {
             for r in rows * k / tasks..rows * (k + 1) / tasks {
                 let (img, b, y) = (r / (ob * oh), r / oh % ob, r % oh);
+                let m = &lanes[b];
+                // Pixel (y * stride, 0) of image img's first block, and the row's output.
+                let src = xp
+                    .get()
+                    .wrapping_add(((img * cb * self.h + y * self.stride) * self.w) * BLOCK);
+                let dst = op.get().wrapping_add((r * ow) * BLOCK);
                 for xx in 0..ow {
-                    let dst = op
-                        .get()
-                        .wrapping_add(((img * ob + b) * oh * ow + y * ow + xx) * BLOCK);
-                    for l in 0..BLOCK {
-                        let ic = (b * BLOCK + l)
-                            .checked_sub(self.before)
-                            .filter(|&c| c < self.c);
-                        let v = ic.map_or(0.0, |ic| {
-                            let at = (((img * cb + ic / BLOCK) * self.h + y * self.stride)
-                                * self.w
-                                + xx * self.stride)
-                                * BLOCK
-                                + ic % BLOCK;
-                            // SAFETY: a pixel of image img's map, inside it.
-                            unsafe { *xp.get().add(at) }
-                        });
+                    let px = src.wrapping_add(xx * self.stride * BLOCK);
+                    for (l, &at) in m.iter().enumerate() {
+                        // SAFETY: `at` is a channel of pixel (y * s, xx * s)
+                        // of image img's map, inside it.
+                        let v = if at < 0 {
+                            0.0
+                        } else {
+                            unsafe { *px.offset(at) }
+                        };
                         // SAFETY: lane l of an output pixel of this task's row.
-                        unsafe { *dst.add(l) = v };
+                        unsafe { *dst.add(xx * BLOCK + l) = v };
                     }
                 }
             }
