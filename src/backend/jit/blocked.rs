@@ -1411,11 +1411,11 @@ impl PadResidual {
                 for xx in 0..ow {
                     let px = src.wrapping_add(xx * self.stride * BLOCK);
                     for (l, &at) in m.iter().enumerate() {
-                        // SAFETY: `at` is a channel of pixel (y * s, xx * s)
-                        // of image img's map, inside it.
                         let v = if at < 0 {
                             0.0
                         } else {
+                            // SAFETY: `at` is a channel of pixel (y * s, xx * s)
+                            // of image img's map, inside it.
                             unsafe { *px.offset(at) }
                         };
                         // SAFETY: lane l of an output pixel of this task's row.
