@@ -125,9 +125,9 @@ pub struct Lowered {
 pub const SHARED: usize = 0;
 
 /// Lower `p` for kernel set `kernels`: blocked maps where the layout rule
-/// allows and nothing else is forced; `bf16`: their convs take bf16 dot products, direct (Winograd's
-/// transformed values need f32's range of digits) unless Winograd is
-/// forced; `profile` adds a timestamp after every step; `fault` names a
+/// allows and nothing else is forced; `bf16`: their convs take bf16 dot
+/// products, direct (Winograd's transformed values need f32's range of
+/// digits) unless Winograd is forced; `profile` adds a timestamp after every step; `fault` names a
 /// value before whose step a task panics (tests).
 pub fn lower(
     p: &Program,
