@@ -212,9 +212,12 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 /// `--precision bf16` on every spec and example (small inputs, two
-/// images): each image's top-1 class is the interpreter's (f32) and its
-/// logits' cosine to them at least 0.999; every conv on blocked maps, the
-/// stem's too, runs bf16 tiles. Skipped, saying so, without AVX512_BF16.
+/// images, He-initialized): each image's top-1 class is the interpreter's
+/// (f32), or one of its top two where they are within bf16's rounding of
+/// each other, and its logits' cosine to them at least 0.999; every conv on
+/// blocked maps, the stem's too, runs bf16 tiles (AMX's where the CPU has
+/// them). Skipped, saying so, without AVX512_BF16. (The golden test holds
+/// real images to PyTorch's top-1 without exception.)
 #[test]
 fn bf16_agrees_with_f32_on_every_spec() {
     if !jit::kernels::has_bf16_dot() {
@@ -233,7 +236,8 @@ fn bf16_agrees_with_f32_on_every_spec() {
         };
         let mut c = compiled(&p, opts);
         let got = c.run(&x).unwrap();
-        let bf16 = convs_with(c.as_ref(), Strategy::BlockedBf16);
+        let bf16 = convs_with(c.as_ref(), Strategy::BlockedBf16)
+            + convs_with(c.as_ref(), Strategy::BlockedAmx);
         let blocked = convs_with(c.as_ref(), Strategy::Blocked);
         let classes = want.shape()[1];
         let (got, want) = (got.as_slice().unwrap(), want.as_slice().unwrap());
@@ -249,7 +253,26 @@ fn bf16_agrees_with_f32_on_every_spec() {
                 path.display()
             );
             assert!(cos >= 0.999, "{}: cosine {cos}", path.display());
-            assert_eq!(argmax(a), argmax(b), "{}: top-1", path.display());
+            // Top-1 must match unless f32's top two are closer than bf16's
+            // rounding (8 bits: 0.4% of a logit), where either may lead.
+            let mut top: Vec<(f32, usize)> = b.iter().copied().zip(0..).collect();
+            top.sort_by(|x, y| y.0.total_cmp(&x.0));
+            let tie = top[0].0 - top[1].0 <= 4e-3 * top[0].0.abs();
+            let allowed: &[usize] = if tie {
+                &[top[0].1, top[1].1]
+            } else {
+                &[top[0].1]
+            };
+            if tie {
+                println!("  a near tie: f32's top two {:?}", &top[..2]);
+            }
+            assert!(
+                allowed.contains(&argmax(a)),
+                "{}: top-1 {} against f32's top two {:?}",
+                path.display(),
+                argmax(a),
+                &top[..2]
+            );
         }
         // On blocked maps, every conv is bf16, the stem (planar input) too.
         assert!(
@@ -488,6 +511,15 @@ fn nan_and_inf_follow_pytorch_on_every_path() {
                     "-O{level} {ks} {path:?}: {got}"
                 );
             }
+        }
+        // bf16 (AMX's tiles where the CPU has them) keeps NaN too.
+        if path == Strategy::Blocked && jit::kernels::has_bf16_dot() {
+            let opts = Options {
+                precision: Some("bf16".into()),
+                ..with_kernels("avx512", 2)
+            };
+            let got = compiled(&common::program(&g, &w, 2), opts).run(&x).unwrap();
+            assert!(got.iter().all(|v| v.is_nan()), "bf16: {got}");
         }
         // Infinities alone: each sum meets one infinite input per tap, or
         // infinities of both signs, so NaN and +-inf come out the same in

@@ -153,6 +153,8 @@ pub enum Strategy {
     Blocked,
     /// The same with bf16 dot products (`--precision bf16`).
     BlockedBf16,
+    /// The same on AMX's bf16 tiles (`--precision bf16`, where the CPU has them).
+    BlockedAmx,
     /// Winograd F(4x4, 3x3) on channel-blocked maps.
     Winograd,
     /// Winograd F(2x2, 3x3) on channel-blocked maps.
@@ -180,6 +182,7 @@ impl Strategy {
         match self {
             Strategy::Blocked => "blocked",
             Strategy::BlockedBf16 => "blocked-bf16",
+            Strategy::BlockedAmx => "blocked-amx",
             Strategy::Winograd => "winograd",
             Strategy::WinogradF2 => "winograd-f2",
             Strategy::Direct1x1 => "direct-1x1",

@@ -151,12 +151,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             v[v.len() / 2]
         })
         .collect();
-    // Convs that take bf16 dot products (`--precision bf16`).
-    let bf16 = c
-        .steps()
-        .iter()
-        .filter(|s| s.strategy == crate::backend::Strategy::BlockedBf16)
-        .count();
+    // Convs that take bf16 dot products (`--precision bf16`), and of them
+    // those on AMX's tiles.
+    let with =
+        |how: crate::backend::Strategy| c.steps().iter().filter(|s| s.strategy == how).count();
+    let amx = with(crate::backend::Strategy::BlockedAmx);
+    let bf16 = with(crate::backend::Strategy::BlockedBf16) + amx;
     if args.json {
         let layers: Vec<_> = c
             .steps()
@@ -193,6 +193,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "arena_bytes": info.arena_bytes,
             "precision": if bf16 > 0 { "bf16" } else { "f32" },
             "bf16_convs": bf16,
+            "amx_convs": amx,
             "layers": layers,
         });
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -233,8 +234,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     );
     if bf16 > 0 {
         let convs = c.steps().iter().filter(|s| s.op == "conv2d").count();
+        let dot = bf16 - amx;
+        let how = match (amx, dot) {
+            (0, _) => "vdpbf16ps, twice the FMA rate".to_string(),
+            (_, 0) => "AMX tiles, tdpbf16ps".to_string(),
+            _ => format!("{amx} on AMX tiles, {dot} by vdpbf16ps"),
+        };
         println!(
-            "  precision    bf16 dot products in {bf16} of {convs} convs (vdpbf16ps, twice the FMA rate), f32 sums and the rest f32"
+            "  precision    bf16 dot products in {bf16} of {convs} convs ({how}), f32 sums and the rest f32"
         );
     }
     if args.profile {

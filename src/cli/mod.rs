@@ -137,7 +137,8 @@ pub struct BackendArgs {
     pub kernels: Option<String>,
     /// Arithmetic precision: f32 (every backend) and, where a backend has
     /// them, tf32 or bf16 (jit: convs on blocked maps, bf16 weights and
-    /// inputs summed in f32; needs AVX512_BF16).
+    /// inputs summed in f32; needs AVX512_BF16, and runs on AMX's tiles
+    /// where the CPU has them).
     #[arg(long, value_name = "NAME")]
     pub precision: Option<String>,
 }

@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use super::kernels::amx::Amx;
 use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
 
@@ -50,9 +51,13 @@ pub enum Precision {
     Bf16(Arc<Bf16Input>),
 }
 
-/// A network's bf16 input maps: one conv's at a time.
+/// A network's bf16 input maps: one conv's at a time. With `amx`, convs
+/// on blocked maps run on AMX's tiles ([`super::amx`]).
 #[derive(Default)]
-pub struct Bf16Input(std::cell::UnsafeCell<Vec<u16>>);
+pub struct Bf16Input {
+    buf: std::cell::UnsafeCell<Vec<u16>>,
+    amx: Option<&'static Amx>,
+}
 
 // SAFETY: written by one conv's run at a time (a network runs once at a
 // time: `Conv::run`'s contract), read only by that run's tasks.
@@ -64,13 +69,35 @@ unsafe impl Send for Bf16Input {}
 type Convert = unsafe fn(*const f32, *mut u16, usize);
 
 impl Bf16Input {
+    /// A buffer for convs whose blocked inputs run on `amx`'s tiles, where given.
+    pub fn new(amx: Option<&'static Amx>) -> Bf16Input {
+        Bf16Input {
+            buf: Default::default(),
+            amx,
+        }
+    }
+
+    /// Room for `len` values from a 64-byte boundary (tile rows are read whole).
+    ///
+    /// # Safety
+    /// No other conv of the network runs at once.
+    pub(super) unsafe fn aligned(&self, len: usize) -> *mut u16 {
+        // SAFETY: one run at a time (the caller's promise).
+        let buf = unsafe { &mut *self.buf.get() };
+        if buf.len() < len + 32 {
+            buf.resize(len + 32, 0);
+        }
+        let p = buf.as_mut_ptr();
+        p.wrapping_add(p.align_offset(64))
+    }
+
     /// Convert `len` floats at `x` into the buffer, on `team`; returns it.
     ///
     /// # Safety
     /// `x` holds `len` floats; no other conv of the network runs at once.
     unsafe fn fill(&self, len: usize, x: *const f32, convert: Convert, team: &Team) -> *const u16 {
         // SAFETY: one run at a time (the caller's promise).
-        let buf = unsafe { &mut *self.0.get() };
+        let buf = unsafe { &mut *self.buf.get() };
         if buf.len() < len {
             buf.resize(len, 0);
         }
@@ -103,7 +130,7 @@ impl Bf16Input {
         team: &Team,
     ) -> *const u16 {
         // SAFETY: one run at a time (the caller's promise).
-        let buf = unsafe { &mut *self.0.get() };
+        let buf = unsafe { &mut *self.buf.get() };
         let len = n * c2 * hw;
         if buf.len() < len {
             buf.resize(len, 0);
@@ -341,6 +368,8 @@ pub struct Conv<S = Arc<Store>> {
     /// The kernel set's tiles this conv runs (f32 or bf16), by block,
     /// width and step.
     tile: fn(usize, usize, usize) -> BlockedTile,
+    /// Run on AMX's tiles instead (the fields above then hold nothing).
+    amx: Option<super::amx::Plan>,
 }
 
 impl Packed {
@@ -369,6 +398,7 @@ impl Packed {
             subsampled: c.subsampled,
             bf16: c.bf16,
             tile: c.tile,
+            amx: c.amx,
         }
     }
 }
@@ -399,6 +429,12 @@ impl Conv {
         precision: &Precision,
         store: &mut Region,
     ) -> Option<Packed> {
+        if let Precision::Bf16(buf) = precision {
+            if let Some(amx) = buf.amx.filter(|_| super::amx::takes(&outer)) {
+                let plan = super::amx::Plan::pack(outer, weight, (bias, relu), amx, buf, store)?;
+                return Some(Packed(Conv::on_tiles(outer, kernels, plan)));
+            }
+        }
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
         // input subsampled: read in place, its pixels' lines (and their
         // prefetched neighbours) came from memory once per group.
@@ -674,7 +710,36 @@ impl Conv {
                 buf: std::cell::UnsafeCell::new(Vec::new()),
             }),
             flat,
+            amx: None,
         }))
+    }
+
+    /// A conv of geometry `g` that runs on AMX's tiles as `plan` says.
+    fn on_tiles(g: Geom, kernels: &'static Kernels, plan: super::amx::Plan) -> Conv<()> {
+        Conv {
+            store: (),
+            g,
+            kernels,
+            groups: Vec::new(),
+            inputs: Vec::new(),
+            full: 0,
+            k: 0,
+            taps: Vec::new(),
+            bounds: Vec::new(),
+            col_classes: 0,
+            row_class: Vec::new(),
+            tiles: [Vec::new(), Vec::new()],
+            border_cols: Vec::new(),
+            flat: false,
+            bias: None,
+            relu: false,
+            kc: 0,
+            runs: false,
+            subsampled: None,
+            bf16: None,
+            tile: kernels.blocked.tile,
+            amx: Some(plan),
+        }
     }
 }
 
@@ -691,6 +756,11 @@ impl Conv {
     /// `x` holds `n` input maps, `out` (and `res`, unless null) `n` output
     /// maps of the geometry, in their layouts. `res` may be `out` itself.
     pub unsafe fn run(&self, n: usize, x: *const f32, res: *const f32, out: *mut f32, team: &Team) {
+        if let Some(plan) = &self.amx {
+            let (offset, len) = plan.weights;
+            // SAFETY: as this function's; the plan's weights are in the store.
+            return unsafe { plan.run(self.store.slice(offset, len), n, x, res, out, team) };
+        }
         let g = &self.g;
         let x = match &self.subsampled {
             // SAFETY: as this function's; a network runs once at a time.
@@ -1112,11 +1182,15 @@ impl Region<'_> {
 
 /// Floats of a store a conv of geometry `g` is packed into.
 pub fn floats(g: &Geom) -> usize {
-    floats_for(g, false)
+    floats_for(g, false, false)
 }
 
-/// As [`floats`], with bf16 weights (half as many) where `bf16`.
-pub fn floats_for(g: &Geom, bf16: bool) -> usize {
+/// As [`floats`], with bf16 weights (half as many) where `bf16`, laid out
+/// for AMX's tiles where `amx`.
+pub fn floats_for(g: &Geom, bf16: bool, amx: bool) -> usize {
+    if bf16 && amx && super::amx::takes(g) {
+        return stored(super::amx::floats(g));
+    }
     let bf16 = bf16 && takes_bf16(g);
     let g = if bf16 { bf16_geom(*g) } else { *g };
     let len = span(&g).map_or(g.c, |s| s.width) * g.kernel * g.kernel * g.o;
@@ -1602,24 +1676,37 @@ pub(crate) mod tests {
         if sets.is_empty() {
             println!("skipped: no kernel set here has bf16 tiles (AVX512_BF16)");
         }
-        let precision = if bf16 {
-            Precision::Bf16(Default::default())
-        } else {
-            Precision::F32
-        };
+        // bf16: each set's own tiles, and AMX's where the set hands over to them here.
+        let mut runs = Vec::new();
         for ks in sets {
-            let mut store = Store::sized(floats_for(&g, bf16)).expect("a store");
+            if !bf16 {
+                runs.push((ks, Precision::F32));
+                continue;
+            }
+            runs.push((ks, Precision::Bf16(Arc::new(Bf16Input::new(None)))));
+            match ks.amx_here() {
+                Some(amx) => runs.push((ks, Precision::Bf16(Arc::new(Bf16Input::new(Some(amx)))))),
+                None => println!("{ks:?}: AMX not tested: this machine lacks its bf16 tiles"),
+            }
+        }
+        for (ks, precision) in runs {
+            let amx = matches!(&precision, Precision::Bf16(b) if b.amx.is_some());
+            let mut store = Store::sized(floats_for(&g, bf16, amx)).expect("a store");
             let bias = Some(bias.clone());
             let conv = Conv::pack_with(g, &wt, bias, true, ks, &precision, &mut store.rest())
                 .expect("room in the store");
             let conv = conv.bind(Arc::new(store));
-            // Blocked inputs take the kernels' run-by-run path, planar ones
-            // (3 channels, in c, ky, kx order) the tap-by-tap one; bf16
-            // steps are pairs (a planar input's interleaved).
-            assert_eq!(conv.runs, input == Input::Blocked && !bf16, "{g:?}");
-            assert_eq!(conv.bf16.is_some(), bf16, "{g:?}");
-            let interleaved = conv.g.input == Input::Interleaved;
-            assert_eq!(interleaved, bf16 && input == Input::Planar, "{g:?}");
+            let tiles = amx && super::super::amx::takes(&g);
+            assert_eq!(conv.amx.is_some(), tiles, "{g:?}");
+            if !tiles {
+                // Blocked inputs take the kernels' run-by-run path, planar ones
+                // (3 channels, in c, ky, kx order) the tap-by-tap one; bf16
+                // steps are pairs (a planar input's interleaved).
+                assert_eq!(conv.runs, input == Input::Blocked && !bf16, "{g:?}");
+                assert_eq!(conv.bf16.is_some(), bf16, "{g:?}");
+                let interleaved = conv.g.input == Input::Interleaved;
+                assert_eq!(interleaved, bf16 && input == Input::Planar, "{g:?}");
+            }
             let xb = match input {
                 Input::Blocked => to_blocked(&x, c, h * w),
                 Input::Planar | Input::Interleaved => x.clone(),
@@ -1633,7 +1720,7 @@ pub(crate) mod tests {
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-4 * scale,
-                    "{ks:?} {g:?} at {i}: {a} vs {b}"
+                    "{ks:?} (amx {amx}) {g:?} at {i}: {a} vs {b}"
                 );
             }
         }
@@ -1694,6 +1781,15 @@ pub(crate) mod tests {
         bf16(3, (23, 26), 64, (7, 1, 1), 2, 3, Input::Planar, 2);
         bf16(4, (9, 12), 32, (3, 1, 1), 1, 1, Input::Planar, 1);
         bf16(3, (15, 14), 16, (3, 2, 1), 1, 2, Input::Planar, 1);
+        // Large weights (AMX's tasks split the output blocks, not the
+        // pixels), a 7x7 map's 49 pixels in tiles of 16 across rows.
+        bf16(512, (7, 7), 1024, (1, 1, 1), 1, 0, Input::Blocked, 1);
+        bf16(256, (7, 7), 256, (3, 1, 1), 1, 1, Input::Blocked, 2);
+        bf16(48, (17, 19), 32, (3, 1, 1), 2, 1, Input::Blocked, 3);
+        // DeepLab's dilations, a map smaller than the dilated kernel.
+        bf16(16, (11, 9), 64, (3, 4, 1), 1, 4, Input::Blocked, 1);
+        bf16(16, (5, 6), 16, (3, 4, 1), 1, 4, Input::Blocked, 2);
+        bf16(64, (13, 12), 32, (3, 2, 1), 2, 2, Input::Blocked, 1);
     }
 
     #[test]

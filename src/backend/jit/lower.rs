@@ -127,13 +127,14 @@ pub const SHARED: usize = 0;
 /// Lower `p` for kernel set `kernels`: blocked maps where the layout rule
 /// allows and nothing else is forced; `bf16`: their convs take bf16 dot
 /// products, direct (Winograd's transformed values need f32's range of
-/// digits) unless Winograd is forced; `profile` adds a timestamp after every step; `fault` names a
+/// digits) unless Winograd is forced, on AMX's tiles where `amx`; `profile` adds a timestamp after every step; `fault` names a
 /// value before whose step a task panics (tests).
 pub fn lower(
     p: &Program,
     kernels: &Kernels,
     forced: Option<ConvStrategy>,
     bf16: bool,
+    amx: bool,
     profile: bool,
     fault: Option<&str>,
 ) -> Lowered {
@@ -213,7 +214,9 @@ pub fn lower(
                     (
                         "rt_conv_blocked",
                         Desc::BlockedConv { step: k },
-                        if bf16 {
+                        if bf16 && amx && on_blocked.is_some_and(|g| super::amx::takes(&g)) {
+                            Strategy::BlockedAmx
+                        } else if bf16 {
                             Strategy::BlockedBf16
                         } else {
                             Strategy::Blocked

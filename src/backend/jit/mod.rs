@@ -4,6 +4,7 @@
 //! code calls GEMM and direct-conv kernels with fused epilogues and runs
 //! SIMD loops for the elementwise ops.
 
+pub mod amx;
 pub mod blocked;
 pub mod codegen;
 pub mod gemm;
@@ -55,6 +56,8 @@ pub struct Jit {
     kernels: &'static Kernels,
     /// `--precision bf16`: blocked convs take bf16 dot products.
     bf16: bool,
+    /// And run on AMX's tiles where they can (the machine has them).
+    amx: Option<&'static kernels::amx::Amx>,
     profile: bool,
     fault: Option<String>,
 }
@@ -98,6 +101,7 @@ impl Jit {
             forced,
             kernels,
             bf16,
+            amx: kernels.amx_here().filter(|_| bf16),
             profile: o.profile,
             fault: o.fault.clone(),
         })
@@ -109,6 +113,7 @@ impl Jit {
             self.kernels,
             self.forced,
             self.bf16,
+            self.amx.is_some(),
             self.profile,
             self.fault.as_deref(),
         )
@@ -363,9 +368,8 @@ fn compile(
     }
     // Floats of the store a conv on blocked maps is packed into.
     let stored = |d: &Desc| match *d {
-        Desc::BlockedConv { step } => {
-            strategy::blocked_geom(p, &p.steps[step]).map(|g| blocked::floats_for(&g, jit.bf16))
-        }
+        Desc::BlockedConv { step } => strategy::blocked_geom(p, &p.steps[step])
+            .map(|g| blocked::floats_for(&g, jit.bf16, jit.amx.is_some())),
         Desc::WinogradConv { step, tile } => {
             strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g, tile))
         }
@@ -566,7 +570,7 @@ fn compile(
     let at = Shareable(sp);
     // The bf16 copy of a conv's input: one buffer for the network's convs.
     let precision = if jit.bf16 {
-        blocked::Precision::Bf16(Default::default())
+        blocked::Precision::Bf16(Arc::new(blocked::Bf16Input::new(jit.amx)))
     } else {
         blocked::Precision::F32
     };

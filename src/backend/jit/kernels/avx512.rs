@@ -29,6 +29,7 @@ pub static KERNELS: Kernels = Kernels {
             supported: super::has_bf16_dot,
             tile: blocked_tile_bf16,
             convert: to_bf16,
+            amx: Some(&super::amx::AMX),
         }),
     },
     winograd: Winograd {

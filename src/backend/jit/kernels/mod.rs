@@ -5,6 +5,7 @@
 //! compiled and hands it down. Adding an ISA is one file and one line in
 //! [`ALL`]; tests run every set the host supports in one process.
 
+pub mod amx;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -89,6 +90,9 @@ pub struct Bf16 {
     pub tile: fn(usize, usize, usize) -> BlockedTile,
     /// `dst[i] = bf16(src[i])`, rounded to nearest even, for `len` values.
     pub convert: unsafe fn(*const f32, *mut u16, usize),
+    /// AMX's tiles for convs on blocked maps, where the set can hand over
+    /// to them (`kernels/amx.rs`).
+    pub amx: Option<&'static amx::Amx>,
 }
 
 /// The Winograd transforms of a set, for either tile (`winograd.rs`: the
@@ -129,6 +133,15 @@ impl Kernels {
     /// The set's bf16 blocked kernels, where it has them and this machine runs them.
     pub fn bf16_here(&self) -> Option<&Bf16> {
         self.blocked.bf16.as_ref().filter(|b| (b.supported)())
+    }
+
+    /// AMX's tiles, where the set's bf16 convs can run on them here;
+    /// `RESNETC_NO_AMX=1` keeps them on the set's own bf16 tiles.
+    pub fn amx_here(&self) -> Option<&'static amx::Amx> {
+        let skip = std::env::var_os("RESNETC_NO_AMX").is_some();
+        self.bf16_here()
+            .and_then(|b| b.amx)
+            .filter(|a| !skip && (a.supported)())
     }
 }
 
