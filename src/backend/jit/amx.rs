@@ -142,18 +142,22 @@ impl Plan {
         // holds for u16), borrowed from the region alone.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, len * 2) };
         let bits = |v: f32| half::bf16::from_f32(v).to_bits();
-        let tile_values = TILE / 2;
-        for (t, tile) in dst.chunks_exact_mut(tile_values).enumerate() {
+        for (t, tile) in dst.chunks_exact_mut(TILE / 2).enumerate() {
             let (j, s, b) = (t / (2 * steps), t / 2 % steps, t % 2);
             let (block, tap) = (s / kk, s % kk);
-            for (i, d) in tile.iter_mut().enumerate() {
-                let (r, n, e) = (i / CHANNELS, i / 2 % BLOCK, i % 2);
-                let (oc, c) = ((2 * j + b) * BLOCK + n, block * CHANNELS + 2 * r + e);
-                *d = if oc < g.o && c < g.c {
-                    bits(*weight.get((oc * g.c + c) * kk + tap)?)
-                } else {
-                    0
-                };
+            tile.fill(0);
+            // The tile's 16 outputs' weights (fewer in a padding block).
+            let oc0 = (2 * j + b) * BLOCK;
+            let rows = weight.get(oc0.min(g.o) * g.c * kk..)?;
+            let outputs = g.o.saturating_sub(oc0).min(BLOCK);
+            if rows.len() < outputs * g.c * kk {
+                return None;
+            }
+            for (n, row) in rows.chunks_exact(g.c * kk).take(outputs).enumerate() {
+                for c in block * CHANNELS..((block + 1) * CHANNELS).min(g.c) {
+                    let at = c - block * CHANNELS;
+                    tile[at / 2 * CHANNELS + n * 2 + at % 2] = bits(row[c * kk + tap]);
+                }
             }
         }
         Some(Plan {
