@@ -491,6 +491,7 @@ impl Conv {
         let mut inputs = Vec::new();
         // bf16: each group packed as f32 here, then as pairs into the store.
         let mut f32_lines = Vec::new();
+        let mut near = Vec::new();
         for grp in 0..blocks.div_ceil(full) {
             let nb = (blocks - grp * full).min(full);
             let len = k * nb * BLOCK;
@@ -553,14 +554,33 @@ impl Conv {
             // 64 for every step) and a chunk of steps at a time (the
             // rows' parts stay in L1).
             for (ob, block) in rows.chunks_exact(BLOCK * k).enumerate() {
-                let sixteen: Vec<&[f32]> = block.chunks_exact(k).collect();
                 for s0 in (0..k).step_by(STEPS) {
                     let s1 = (s0 + STEPS).min(k);
+                    // The chunk's part of each of the 16 rows, copied side
+                    // by side at an odd pitch: rows a power of two apart
+                    // (1x1 convs of 1,024 channels: 4 KB) share one L1 set,
+                    // more than its ways.
+                    let ats = &src_of[s0..s1];
+                    let lo = *ats.iter().min()?;
+                    let pitch = (*ats.iter().max()? + 1 - lo) | 1;
+                    near.clear();
+                    for row in block.chunks_exact(k) {
+                        let part = row.get(lo..)?;
+                        near.extend_from_slice(&part[..pitch.min(part.len())]);
+                        near.resize(near.len().next_multiple_of(pitch), 0.0);
+                    }
                     let dst = v[s0 * nb * BLOCK..s1 * nb * BLOCK].chunks_exact_mut(nb * BLOCK);
-                    for (line, &at) in dst.zip(&src_of[s0..s1]) {
+                    for (line, &at) in dst.zip(ats) {
+                        let mut lanes = [0.0; BLOCK];
+                        for (d, row) in lanes.iter_mut().zip(near.chunks_exact(pitch)) {
+                            *d = row[at - lo];
+                        }
                         let line = &mut line[ob * BLOCK..(ob + 1) * BLOCK];
-                        for (d, row) in line.iter_mut().zip(&sixteen) {
-                            *d = row[at];
+                        if bf16 {
+                            // (Lines the pairs are made from next: cached.)
+                            line.copy_from_slice(&lanes);
+                        } else {
+                            stream_line(line, &lanes);
                         }
                     }
                 }
@@ -569,6 +589,7 @@ impl Conv {
                 to_pairs(v, nb * BLOCK, pairs);
             }
         }
+        stream_fence();
         // The taps inside the input for an output row / column: a range of
         // ky / kx, tap t reading `first + t * dilation`.
         let inside = |o: usize, len: usize| -> (usize, usize) {
@@ -1289,6 +1310,40 @@ impl Store {
         // once the store is shared.
         unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
     }
+}
+
+/// `dst = src`, one 64-byte line of packed weights, written past the
+/// caches where `dst` is aligned: a plain store first reads the line in
+/// (fresh memory, for weights next read after every other conv's), which
+/// doubles the traffic that bounds packing. [`stream_fence`] orders it.
+pub(crate) fn stream_line(dst: &mut [f32], src: &[f32; BLOCK]) {
+    #[cfg(target_arch = "x86_64")]
+    if dst.len() == BLOCK && (dst.as_ptr() as usize).is_multiple_of(64) {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        for q in 0..4 {
+            // SAFETY: SSE is part of x86-64. `dst` holds 16 floats from a
+            // 64-byte boundary (checked), so each 4-float store is in it
+            // and 16-byte aligned; `src` holds 16 floats.
+            unsafe {
+                _mm_stream_ps(
+                    dst.as_mut_ptr().add(4 * q),
+                    _mm_loadu_ps(src.as_ptr().add(4 * q)),
+                )
+            };
+        }
+        return;
+    }
+    dst.copy_from_slice(&src[..dst.len()]);
+}
+
+/// Makes the lines [`stream_line`] wrote visible before the store is
+/// shared (streaming stores are not ordered by a later lock's release).
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86-64; a fence has no operands.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Floats a group of `len` weights takes in a store: whole 64-byte lines.

@@ -598,11 +598,15 @@ fn transform_weights<const I: usize>(
                 let row = g_col([*c0, *c1, *c2]);
                 for (j, v) in row.iter().enumerate() {
                     let e = i * I + j;
-                    u[((e * blocks + ob) * g.c + c) * BLOCK..][..BLOCK].copy_from_slice(v);
+                    blocked::stream_line(
+                        &mut u[((e * blocks + ob) * g.c + c) * BLOCK..][..BLOCK],
+                        v,
+                    );
                 }
             }
         }
     }
+    blocked::stream_fence();
 }
 
 #[cfg(test)]
