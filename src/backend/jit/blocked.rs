@@ -370,6 +370,8 @@ pub struct Conv<S = Arc<Store>> {
     tile: fn(usize, usize, usize) -> BlockedTile,
     /// Run on AMX's tiles instead (the fields above then hold nothing).
     amx: Option<super::amx::Plan>,
+    /// Or on the set's slide tiles (one output block, 3x3, stride 1).
+    slide: Option<super::slide::Plan>,
 }
 
 impl Packed {
@@ -399,6 +401,7 @@ impl Packed {
             bf16: c.bf16,
             tile: c.tile,
             amx: c.amx,
+            slide: c.slide,
         }
     }
 }
@@ -432,7 +435,13 @@ impl Conv {
         if let Precision::Bf16(buf) = precision {
             if let Some(amx) = buf.amx.filter(|_| super::amx::takes(&outer)) {
                 let plan = super::amx::Plan::pack(outer, weight, (bias, relu), amx, buf, store)?;
-                return Some(Packed(Conv::on_tiles(outer, kernels, plan)));
+                return Some(Packed(Conv::on_tiles(outer, kernels, Some(plan), None)));
+            }
+        }
+        if let Some(tiles) = kernels.blocked.slide {
+            if matches!(precision, Precision::F32) && super::slide::takes(&outer) {
+                let plan = super::slide::Plan::pack(outer, weight, (bias, relu), tiles, store)?;
+                return Some(Packed(Conv::on_tiles(outer, kernels, None, Some(plan))));
             }
         }
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
@@ -732,11 +741,18 @@ impl Conv {
             }),
             flat,
             amx: None,
+            slide: None,
         }))
     }
 
-    /// A conv of geometry `g` that runs on AMX's tiles as `plan` says.
-    fn on_tiles(g: Geom, kernels: &'static Kernels, plan: super::amx::Plan) -> Conv<()> {
+    /// A conv of geometry `g` that runs on AMX's tiles or the slide tiles
+    /// as its plan says.
+    fn on_tiles(
+        g: Geom,
+        kernels: &'static Kernels,
+        amx: Option<super::amx::Plan>,
+        slide: Option<super::slide::Plan>,
+    ) -> Conv<()> {
         Conv {
             store: (),
             g,
@@ -759,7 +775,8 @@ impl Conv {
             subsampled: None,
             bf16: None,
             tile: kernels.blocked.tile,
-            amx: Some(plan),
+            amx,
+            slide,
         }
     }
 }
@@ -778,6 +795,11 @@ impl Conv {
     /// maps of the geometry, in their layouts. `res` may be `out` itself.
     pub unsafe fn run(&self, n: usize, x: *const f32, res: *const f32, out: *mut f32, team: &Team) {
         if let Some(plan) = &self.amx {
+            let (offset, len) = plan.weights;
+            // SAFETY: as this function's; the plan's weights are in the store.
+            return unsafe { plan.run(self.store.slice(offset, len), n, x, res, out, team) };
+        }
+        if let Some(plan) = &self.slide {
             let (offset, len) = plan.weights;
             // SAFETY: as this function's; the plan's weights are in the store.
             return unsafe { plan.run(self.store.slice(offset, len), n, x, res, out, team) };
@@ -1753,7 +1775,9 @@ pub(crate) mod tests {
             let conv = conv.bind(Arc::new(store));
             let tiles = amx && super::super::amx::takes(&g);
             assert_eq!(conv.amx.is_some(), tiles, "{g:?}");
-            if !tiles {
+            let slides = ks.blocked.slide.is_some() && !bf16 && super::super::slide::takes(&g);
+            assert_eq!(conv.slide.is_some(), slides, "{g:?}");
+            if !tiles && !slides {
                 // Blocked inputs take the kernels' run-by-run path, planar ones
                 // (3 channels, in c, ky, kx order) the tap-by-tap one; bf16
                 // steps are pairs (a planar input's interleaved).

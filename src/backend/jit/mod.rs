@@ -11,6 +11,7 @@ pub mod gemm;
 pub mod kernels;
 pub mod lower;
 pub mod runtime;
+pub mod slide;
 pub mod strategy;
 pub mod team;
 pub mod winograd;

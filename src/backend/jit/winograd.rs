@@ -610,12 +610,13 @@ fn transform_weights<const I: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::jit::blocked::{from_blocked, to_blocked};
     use crate::backend::jit::kernels;
 
-    fn geom(c: usize, (h, w): (usize, usize), o: usize, pad: usize) -> Geom {
+    /// A stride-1 3x3 conv on blocked maps.
+    pub(crate) fn geom(c: usize, (h, w): (usize, usize), o: usize, pad: usize) -> Geom {
         Geom {
             c,
             h,

@@ -29,6 +29,7 @@ pub static KERNELS: Kernels = Kernels {
         tile: blocked_tile,
         prefetches: true,
         bf16: None,
+        slide: None,
     },
     winograd: Winograd {
         input: winograd_input,

@@ -1,7 +1,8 @@
 //! The AVX-512 kernel set: 16-lane vectors in 32 registers. The GEMM tile
 //! is 12x32 (24 accumulators); im2col packs with masked loads and gathers;
 //! a blocked tile holds up to 4 blocks of 16 channels by 6 pixels and
-//! fetches the next slice's weights as it runs.
+//! fetches the next slice's weights as it runs; slide tiles take 3x3 convs
+//! with one output block a row of up to 16 pixels at a time.
 
 use std::arch::x86_64::*;
 
@@ -9,6 +10,7 @@ use super::epilogue::{self, Lanes};
 use super::{Blocked, BlockedTile, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::{Tap, TileArgs, BLOCK};
 use crate::backend::jit::gemm::{self, Acc, ConvGeom, Epilogue, Tile, MR, NR};
+use crate::backend::jit::slide::{self, SlideRow, SlideTiles};
 use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
@@ -31,6 +33,7 @@ pub static KERNELS: Kernels = Kernels {
             convert: to_bf16,
             amx: Some(&super::amx::AMX),
         }),
+        slide: Some(&SLIDE),
     },
     winograd: Winograd {
         input: winograd_input,
@@ -605,3 +608,46 @@ unsafe fn winograd_output(r: &OutputRow) {
     // SAFETY: the features are enabled here; the rest is the caller's.
     unsafe { winograd::output_row::<V>(r) }
 }
+
+/// # Safety
+/// As [`slide::row`]; AVX-512F is available.
+#[target_feature(enable = "avx512f")]
+unsafe fn slide_tile<const B: usize, const W: usize>(r: &SlideRow) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { slide::row::<V, B, W>(r) }
+}
+
+static SLIDE: SlideTiles = SlideTiles {
+    one: [
+        slide_tile::<1, 1>,
+        slide_tile::<1, 2>,
+        slide_tile::<1, 3>,
+        slide_tile::<1, 4>,
+        slide_tile::<1, 5>,
+        slide_tile::<1, 6>,
+        slide_tile::<1, 7>,
+        slide_tile::<1, 8>,
+        slide_tile::<1, 9>,
+        slide_tile::<1, 10>,
+        slide_tile::<1, 11>,
+        slide_tile::<1, 12>,
+        slide_tile::<1, 13>,
+        slide_tile::<1, 14>,
+        slide_tile::<1, 15>,
+        slide_tile::<1, 16>,
+    ],
+    two: [
+        slide_tile::<2, 1>,
+        slide_tile::<2, 2>,
+        slide_tile::<2, 3>,
+        slide_tile::<2, 4>,
+        slide_tile::<2, 5>,
+        slide_tile::<2, 6>,
+        slide_tile::<2, 7>,
+        slide_tile::<2, 8>,
+        slide_tile::<2, 9>,
+        slide_tile::<2, 10>,
+        slide_tile::<2, 11>,
+        slide_tile::<2, 12>,
+    ],
+};

@@ -78,6 +78,9 @@ pub struct Blocked {
     pub prefetches: bool,
     /// bf16 dot products, where the set has them.
     pub bf16: Option<Bf16>,
+    /// Row tiles for 3x3 convs with one output block (`slide.rs`), where
+    /// the set has them.
+    pub slide: Option<&'static crate::backend::jit::slide::SlideTiles>,
 }
 
 /// A set's bf16 blocked convs (`--precision bf16`): bf16 weights and

@@ -23,6 +23,7 @@ pub static KERNELS: Kernels = Kernels {
         tile: blocked_tile,
         prefetches: false,
         bf16: None,
+        slide: None,
     },
     winograd: Winograd {
         input: winograd_input,
