@@ -112,7 +112,18 @@ pub fn tiles(g: &Geom, n: usize, tile: Tile) -> usize {
 /// Floats of scratch a run over `n` images needs: the transformed input
 /// and the GEMMs' output, an element per tile and channel each.
 pub fn scratch_len(g: &Geom, n: usize, tile: Tile) -> usize {
-    tile.elements() * tiles(g, n, tile) * (g.c + g.o)
+    let (v, m) = planes(g, n, tile);
+    tile.elements() * (v + m)
+}
+
+/// Floats between one Winograd element's part of V (`c` channels of every
+/// tile) and the next's, and of M (`o` channels): a line more than they
+/// hold, so that the 16 or 36 elements of a tile, stored or loaded
+/// together, fall in different L1 sets (a power of two apart, a batch's
+/// V and M put them all in one).
+fn planes(g: &Geom, n: usize, tile: Tile) -> (usize, usize) {
+    let t = tiles(g, n, tile);
+    (g.c * t + BLOCK, g.o * t + BLOCK)
 }
 
 /// Floats of transformed weights.
@@ -461,8 +472,9 @@ impl Conv {
         let t = tiles(g, self.n, tile);
         let (cb, ob) = (g.c / BLOCK, g.o / BLOCK);
         let w = &self.kernels.winograd;
+        let (ve, me) = planes(g, self.n, tile);
         // SAFETY: the scratch's first part is V, the rest M (scratch_len).
-        let (v, m) = unsafe { (scratch, scratch.add(tile.elements() * t * g.c)) };
+        let (v, m) = unsafe { (scratch, scratch.add(tile.elements() * ve)) };
         let chunks = |rows: usize| rows.min(8 * team.size());
 
         // 1. V[e][cb][tile][16]: tasks own disjoint (image, block, tile row)s.
@@ -484,7 +496,7 @@ impl Conv {
                     x0: -(g.pad as isize),
                     tiles: tw,
                     dst: vp.get().wrapping_add((b * t + tile0) * BLOCK),
-                    e_stride: g.c * t,
+                    e_stride: ve,
                 };
                 // SAFETY: the row reads its image's block and writes its own tiles.
                 unsafe { (w.input)(&row) };
@@ -499,8 +511,8 @@ impl Conv {
         team.run(tile.elements() * ob, &|k| {
             let (e, o) = (k / ob, k % ob);
             let wts = u[(k * g.c) * BLOCK..].as_ptr();
-            let x = vp.get().wrapping_add(e * g.c * t);
-            let dst = mp.get().wrapping_add((e * ob + o) * t * BLOCK);
+            let x = vp.get().wrapping_add(e * ve);
+            let dst = mp.get().wrapping_add(e * me + o * t * BLOCK);
             let mut t0 = 0;
             while t0 < t {
                 let wd = (t - t0).min(width);
@@ -553,7 +565,7 @@ impl Conv {
                 let row = OutputRow {
                     tile,
                     m: mp.get().wrapping_add((b * t + tile0) * BLOCK),
-                    e_stride: g.o * t,
+                    e_stride: me,
                     bias: bias.map_or(std::ptr::null(), |v| v[b * BLOCK..].as_ptr()),
                     res: if rp.get().is_null() {
                         std::ptr::null()
