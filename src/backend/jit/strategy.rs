@@ -5,7 +5,7 @@ use crate::backend::program::{ConvGeom, Kind, Program, Residual, Step};
 use crate::backend::Strategy;
 
 use super::kernels::Kernels;
-use super::{blocked, winograd};
+use super::{blocked, slide, winograd};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvStrategy {
@@ -146,7 +146,10 @@ pub fn blocked_layout(p: &Program) -> Result<(), String> {
 ///   the GEMMs);
 /// - F(4x4)'s weights small (at most [`WINOGRAD_LARGE_WEIGHTS`]): F(4x4)
 ///   from [`WINOGRAD_MIN_TILES`] tiles on (CIFAR's 8x8 64-channel layer3
-///   at batch 1, 4 tiles: 0.59-0.65 of direct; F(2x2) there 1.2-1.4);
+///   at batch 1, 4 tiles: 0.59-0.65 of direct; F(2x2) there 1.2-1.4), or
+///   from the set's `f4_min_tiles` on, F(2x2) below it (AVX-512 on Zen 5);
+///   direct where the set's slide tiles take the conv (32 outputs), below
+///   [`WINOGRAD_SLIDE_F4_TILES`];
 /// - large, with [`WINOGRAD_F4_TILES`] tiles or more: F(4x4), which reads
 ///   them for enough tiles (ResNet-50 at batch 2 and up);
 /// - large, fewer tiles: F(2x2), with 16/36 of the weights to read, where
@@ -178,7 +181,14 @@ pub fn winograd_rule(
     }
     let (t4, t2) = (winograd::tiles(g, n, F4), winograd::tiles(g, n, F2));
     if 4 * winograd::weight_len(g, F4) <= WINOGRAD_LARGE_WEIGHTS {
-        return (t4 >= WINOGRAD_MIN_TILES).then_some(F4);
+        if kernels.blocked.slide.is_some() && slide::takes(g) && t4 < WINOGRAD_SLIDE_F4_TILES {
+            return None;
+        }
+        return if t4 >= kernels.winograd.f4_min_tiles {
+            Some(F4)
+        } else {
+            (t4 >= WINOGRAD_MIN_TILES).then_some(F2)
+        };
     }
     if t4 >= WINOGRAD_F4_TILES {
         return Some(F4);
@@ -211,6 +221,13 @@ pub const WINOGRAD_MIN_TILES: usize = 4;
 /// ResNet-50's layer3 at batch 2 (32 tiles), F(4x4) 0.48-0.51 of direct
 /// against F(2x2)'s 0.48-0.70.
 pub const WINOGRAD_F4_TILES: usize = 32;
+
+/// The fewest F(4x4) tiles for which the rule picks F(4x4) over the slide
+/// tiles. CIFAR ResNet-56's 32-channel layer2 on the Zen 5 host
+/// (`winograd_rule.py --layer1-side 32`, 2026-12-02), F(4x4)'s time over
+/// the slide's: 16 tiles (batch 1) 1.23-1.35, 128 (batch 8) 0.82-0.87,
+/// 1,024 (batch 64) 0.83-1.02.
+pub const WINOGRAD_SLIDE_F4_TILES: usize = 128;
 
 /// A conv step's option A residual on blocked maps, and where in the
 /// shared scratch it is built: past a Winograd conv's transforms (`wino`).
@@ -376,6 +393,14 @@ mod tests {
         assert_eq!(winograd_rule(&g(512, 7, 1), 1, None, avx512), None);
         assert_eq!(winograd_rule(&g(256, 14, 1), 1, None, avx512), Some(F2));
         assert_eq!(winograd_rule(&g(512, 7, 1), 2, None, avx512), Some(F4));
+        // Small weights on AVX-512: F(2x2) under 32 F(4x4) tiles, and the
+        // slide tiles for 32 channels under 128.
+        assert_eq!(winograd_rule(&g(64, 8, 1), 1, None, avx512), Some(F2));
+        assert_eq!(winograd_rule(&g(64, 8, 1), 8, None, avx512), Some(F4));
+        assert_eq!(winograd_rule(&g(64, 4, 1), 1, None, avx512), None);
+        assert_eq!(winograd_rule(&g(32, 16, 1), 1, None, avx512), None);
+        assert_eq!(winograd_rule(&g(32, 16, 1), 8, None, avx512), Some(F4));
+        assert_eq!(winograd_rule(&g(128, 28, 1), 1, None, avx512), Some(F4));
         assert_eq!(winograd_rule(&g(512, 7, 1), 2, None, ks), Some(F4));
         assert_eq!(winograd_rule(&g(512, 7, 1), 8, None, ks), Some(F4));
         // 3x3 at batch 1: 4 F(2x2) tiles, unmeasured: direct.

@@ -36,6 +36,7 @@ pub static KERNELS: Kernels = Kernels {
         output: winograd_output,
         // 7x7 at batch 1 (16 tiles): F(2x2) 0.68-0.83 of direct.
         f2_min_tiles: 16,
+        f4_min_tiles: 4,
     },
     peak: Peak {
         flops_per_iter: 12 * 8 * 2,

@@ -41,6 +41,10 @@ pub static KERNELS: Kernels = Kernels {
         // Zen 4, 2026-12-02: 7x7 at batch 1 (16 tiles) F(2x2) 1.10-1.18 of
         // direct (ResNet-18, ResNet-50), 14x14 (49 tiles) 0.68-0.74.
         f2_min_tiles: 32,
+        // Zen 5, 2026-12-02 (CIFAR ResNet-56's 64-channel 8x8 layer3):
+        // at batch 1 (4 tiles) F(4x4) 1.15-1.26 of direct, F(2x2) 0.80-0.86;
+        // at batch 8 (32 tiles) F(4x4) 0.81-0.83, F(2x2) 0.93-0.98.
+        f4_min_tiles: 32,
     },
     peak: Peak {
         flops_per_iter: 12 * 16 * 2,

@@ -109,6 +109,12 @@ pub struct Winograd {
     ///
     /// [`strategy::winograd_rule`]: super::strategy::winograd_rule
     pub f2_min_tiles: usize,
+    /// The fewest F(4x4) tiles for which the rule picks F(4x4) for a conv
+    /// with small weights; from [`strategy::WINOGRAD_MIN_TILES`] up to
+    /// here it picks F(2x2).
+    ///
+    /// [`strategy::WINOGRAD_MIN_TILES`]: super::strategy::WINOGRAD_MIN_TILES
+    pub f4_min_tiles: usize,
 }
 
 /// A register-only FMA loop, for the peak `bench` measures.

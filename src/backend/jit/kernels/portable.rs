@@ -30,6 +30,7 @@ pub static KERNELS: Kernels = Kernels {
         output: winograd_output,
         // Unmeasured: the AVX2 set's.
         f2_min_tiles: 16,
+        f4_min_tiles: 4,
     },
     peak: Peak {
         flops_per_iter: 16 * 2,
