@@ -56,6 +56,12 @@ fn convs_with(c: &dyn Executable, s: Strategy) -> usize {
         .count()
 }
 
+/// Convs that run direct on blocked maps, in f32: the blocked tiles or
+/// the slide ones.
+fn blocked_f32(c: &dyn Executable) -> usize {
+    convs_with(c, Strategy::Blocked) + convs_with(c, Strategy::BlockedSlide)
+}
+
 /// Convs that run as Winograd, either tile.
 fn winograds(c: &dyn Executable) -> usize {
     convs_with(c, Strategy::Winograd) + convs_with(c, Strategy::WinogradF2)
@@ -238,7 +244,7 @@ fn bf16_agrees_with_f32_on_every_spec() {
         let got = c.run(&x).unwrap();
         let bf16 = convs_with(c.as_ref(), Strategy::BlockedBf16)
             + convs_with(c.as_ref(), Strategy::BlockedAmx);
-        let blocked = convs_with(c.as_ref(), Strategy::Blocked);
+        let blocked = blocked_f32(c.as_ref());
         let classes = want.shape()[1];
         let (got, want) = (got.as_slice().unwrap(), want.as_slice().unwrap());
         for i in 0..2 {
@@ -421,18 +427,20 @@ fn clif(spec: &str, level: u8) -> String {
 #[test]
 fn clif_is_emitted_without_weights_and_reads_like_the_network() {
     let text = clif("specs/cifar/resnet20.rn", 2);
-    // On blocked maps, 19 convs, the global pool and the fc call kernels;
-    // the 16x16 and 8x8 stages' stride-1 3x3s are Winograd F(4x4) ones
-    // (8x8 is 4 tiles: `WINOGRAD_MIN_TILES`), the 32x32 stage's direct (16
-    // channels: `WINOGRAD_MIN_CHANNELS`), as are the strided ones.
+    // On blocked maps, 19 convs, the global pool and the fc call kernels.
+    // With the AVX-512 set: the 32x32 and 16x16 stages' stride-1 3x3s
+    // direct (16 channels: `WINOGRAD_MIN_CHANNELS`; 32: the slide tiles,
+    // under `WINOGRAD_SLIDE_F4_TILES`), the 8x8 stage's Winograd F(2x2)
+    // (4 F(4x4) tiles, under the set's `f4_min_tiles`), the strided ones
+    // direct.
     let body = &text[text.find("function ").unwrap()..];
     assert_eq!(body.matches("call fn").count(), 21, "{text}");
     for (kernel, conv) in [
         ("rt_conv_blocked", "layer1.0.conv1"),
-        ("rt_conv_winograd", "layer2.0.conv2"),
-        ("rt_conv_winograd", "layer2.1.conv2"),
+        ("rt_conv_blocked", "layer2.0.conv2"),
+        ("rt_conv_blocked", "layer2.1.conv2"),
         ("rt_conv_blocked", "layer2.0.conv1"),
-        ("rt_conv_winograd", "layer3.2.conv2"),
+        ("rt_conv_winograd F(2x2)", "layer3.2.conv2"),
         ("rt_conv_blocked", "layer3.0.conv1"),
     ] {
         let line = format!("{kernel} descriptor of `{conv}`");
@@ -733,7 +741,7 @@ proptest! {
             let mut c = compiled(&prog, with_kernels(ks, 2));
             if !planar {
                 let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
-                let on_blocked = convs_with(c.as_ref(), Strategy::Blocked) + winograds(c.as_ref());
+                let on_blocked = blocked_f32(c.as_ref()) + winograds(c.as_ref());
                 prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
             }
             let got = c.run(&x).unwrap();
@@ -763,7 +771,7 @@ proptest! {
             // On blocked maps (not when an identity shortcut adds the planar
             // input), every 3x3 but the first, which reads the planar input.
             let wino = convs_with(c.as_ref(), strategy);
-            let blocked = wino + convs_with(c.as_ref(), Strategy::Blocked) > 0;
+            let blocked = wino + blocked_f32(c.as_ref()) > 0;
             prop_assert!(!blocked || wino >= 1, "{}: {}", src, ks);
             prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
         }
@@ -786,7 +794,7 @@ proptest! {
         prop_assert!(runs.is_some(), "{}", src);
         for (ks, c, err) in runs.unwrap_or_default() {
             let convs = c.steps().iter().filter(|i| i.op == "conv2d").count();
-            let on_blocked = convs_with(c.as_ref(), Strategy::Blocked) + winograds(c.as_ref());
+            let on_blocked = blocked_f32(c.as_ref()) + winograds(c.as_ref());
             prop_assert_eq!(on_blocked, convs, "{}: {}", src, ks);
             prop_assert!(err <= 1e-4, "{} {}: {:e}", src, ks, err);
         }

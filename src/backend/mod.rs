@@ -155,6 +155,8 @@ pub enum Strategy {
     BlockedBf16,
     /// The same on AMX's bf16 tiles (`--precision bf16`, where the CPU has them).
     BlockedAmx,
+    /// The same a row at a time, for 3x3s with one or two output blocks.
+    BlockedSlide,
     /// Winograd F(4x4, 3x3) on channel-blocked maps.
     Winograd,
     /// Winograd F(2x2, 3x3) on channel-blocked maps.
@@ -183,6 +185,7 @@ impl Strategy {
             Strategy::Blocked => "blocked",
             Strategy::BlockedBf16 => "blocked-bf16",
             Strategy::BlockedAmx => "blocked-amx",
+            Strategy::BlockedSlide => "blocked-slide",
             Strategy::Winograd => "winograd",
             Strategy::WinogradF2 => "winograd-f2",
             Strategy::Direct1x1 => "direct-1x1",

@@ -210,6 +210,10 @@ pub fn lower(
                         },
                     )
                 } else if blocked {
+                    // As `blocked::Conv::pack_with` decides.
+                    let slides = !bf16
+                        && kernels.blocked.slide.is_some()
+                        && on_blocked.is_some_and(|g| super::slide::takes(&g));
                     let bf16 = bf16 && on_blocked.is_some_and(|g| super::blocked::takes_bf16(&g));
                     (
                         "rt_conv_blocked",
@@ -218,6 +222,8 @@ pub fn lower(
                             Strategy::BlockedAmx
                         } else if bf16 {
                             Strategy::BlockedBf16
+                        } else if slides {
+                            Strategy::BlockedSlide
                         } else {
                             Strategy::Blocked
                         },
