@@ -370,7 +370,7 @@ pub struct Conv<S = Arc<Store>> {
     tile: fn(usize, usize, usize) -> BlockedTile,
     /// Run on AMX's tiles instead (the fields above then hold nothing).
     amx: Option<super::amx::Plan>,
-    /// Or on the set's slide tiles (one output block, 3x3, stride 1).
+    /// Or on the set's slide tiles (3x3, stride 1, one or two output blocks).
     slide: Option<super::slide::Plan>,
 }
 
@@ -438,11 +438,10 @@ impl Conv {
                 return Some(Packed(Conv::on_tiles(outer, kernels, Some(plan), None)));
             }
         }
-        if let Some(tiles) = kernels.blocked.slide {
-            if matches!(precision, Precision::F32) && super::slide::takes(&outer) {
-                let plan = super::slide::Plan::pack(outer, weight, (bias, relu), tiles, store)?;
-                return Some(Packed(Conv::on_tiles(outer, kernels, None, Some(plan))));
-            }
+        if let (Precision::F32, Some(tiles)) = (precision, super::slide::tiles_for(kernels, &outer))
+        {
+            let plan = super::slide::Plan::pack(outer, weight, (bias, relu), tiles, store)?;
+            return Some(Packed(Conv::on_tiles(outer, kernels, None, Some(plan))));
         }
         // A strided 1x1 conv on blocked maps runs as a stride-1 one on its
         // input subsampled: read in place, its pixels' lines (and their
@@ -1775,7 +1774,7 @@ pub(crate) mod tests {
             let conv = conv.bind(Arc::new(store));
             let tiles = amx && super::super::amx::takes(&g);
             assert_eq!(conv.amx.is_some(), tiles, "{g:?}");
-            let slides = ks.blocked.slide.is_some() && !bf16 && super::super::slide::takes(&g);
+            let slides = !bf16 && super::super::slide::tiles_for(ks, &g).is_some();
             assert_eq!(conv.slide.is_some(), slides, "{g:?}");
             if !tiles && !slides {
                 // Blocked inputs take the kernels' run-by-run path, planar ones

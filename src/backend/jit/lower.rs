@@ -212,8 +212,8 @@ pub fn lower(
                 } else if blocked {
                     // As `blocked::Conv::pack_with` decides.
                     let slides = !bf16
-                        && kernels.blocked.slide.is_some()
-                        && on_blocked.is_some_and(|g| super::slide::takes(&g));
+                        && on_blocked
+                            .is_some_and(|g| super::slide::tiles_for(kernels, &g).is_some());
                     let bf16 = bf16 && on_blocked.is_some_and(|g| super::blocked::takes_bf16(&g));
                     (
                         "rt_conv_blocked",

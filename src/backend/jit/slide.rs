@@ -8,9 +8,11 @@
 //! the row, a broadcast feeds three FMAs (taps kx = 0, 1, 2 of three
 //! neighbouring outputs): 86-97% in the same loop.
 
-use super::blocked::{Geom, Input, BLOCK};
+use super::blocked::{Geom, BLOCK};
 use super::kernels::epilogue::{self, Lanes};
+use super::kernels::Kernels;
 use super::team::{TaskPtr, Team};
+use super::winograd;
 
 /// The widest row piece a kernel set's slide tiles take, for one block
 /// of outputs and for two (`2 x 12` accumulators, 6 weights and the
@@ -28,22 +30,16 @@ pub struct SlideTiles {
     pub two: [SlideTile; MAX_WIDTH[1]],
 }
 
-/// Whether a conv of geometry `g` runs here: 3x3, stride 1, undilated,
-/// ungrouped, 16 or 32 output channels, blocked input, `pad <= 2`.
+/// Whether a conv of geometry `g` runs here: one Winograd could take
+/// (3x3, stride 1, blocked, `pad <= 2`) with 16 or 32 output channels.
 pub fn takes(g: &Geom) -> bool {
-    g.kernel == 3
-        && g.stride == 1
-        && g.dilation == 1
-        && g.groups <= 1
-        && (g.o == BLOCK || g.o == 2 * BLOCK)
-        && g.input == Input::Blocked
-        && g.c.is_multiple_of(BLOCK)
-        && g.c > 0
-        && g.pad <= 2
-        && g.oh + 2 == g.h + 2 * g.pad
-        && g.ow + 2 == g.w + 2 * g.pad
-        && g.oh > 0
-        && g.ow > 0
+    winograd::eligible(g) && (g.o == BLOCK || g.o == 2 * BLOCK)
+}
+
+/// The slide tiles of kernel set `kernels` for a conv of geometry `g`,
+/// where it has them and they take `g` (f32 only: the caller checks).
+pub fn tiles_for(kernels: &Kernels, g: &Geom) -> Option<&'static SlideTiles> {
+    kernels.blocked.slide.filter(|_| takes(g))
 }
 
 /// Floats of packed weights: `[ky][c][output block][kx][16]`.

@@ -181,7 +181,7 @@ pub fn winograd_rule(
     }
     let (t4, t2) = (winograd::tiles(g, n, F4), winograd::tiles(g, n, F2));
     if 4 * winograd::weight_len(g, F4) <= WINOGRAD_LARGE_WEIGHTS {
-        if kernels.blocked.slide.is_some() && slide::takes(g) && t4 < WINOGRAD_SLIDE_F4_TILES {
+        if slide::tiles_for(kernels, g).is_some() && t4 < WINOGRAD_SLIDE_F4_TILES {
             return None;
         }
         return if t4 >= kernels.winograd.f4_min_tiles {

@@ -2,7 +2,7 @@
 //! is 12x32 (24 accumulators); im2col packs with masked loads and gathers;
 //! a blocked tile holds up to 4 blocks of 16 channels by 6 pixels and
 //! fetches the next slice's weights as it runs; slide tiles take 3x3 convs
-//! with one output block a row of up to 16 pixels at a time.
+//! with one or two output blocks a row of up to 16 (12) pixels at a time.
 
 use std::arch::x86_64::*;
 

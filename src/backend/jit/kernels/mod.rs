@@ -78,8 +78,8 @@ pub struct Blocked {
     pub prefetches: bool,
     /// bf16 dot products, where the set has them.
     pub bf16: Option<Bf16>,
-    /// Row tiles for 3x3 convs with one output block (`slide.rs`), where
-    /// the set has them.
+    /// Row tiles for 3x3 convs with one or two output blocks (`slide.rs`),
+    /// where the set has them.
     pub slide: Option<&'static crate::backend::jit::slide::SlideTiles>,
 }
 
