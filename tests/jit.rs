@@ -126,6 +126,41 @@ fn jit_equals_interpreter_on_every_spec_second_half() {
     jit_equals_interpreter_on_half_the_specs(1);
 }
 
+/// The fc runs as GEMVs up to batch 8 and as a GEMM past it: ResNet-18 at
+/// 32x32 at batches on either side, every set, against the interpreter.
+#[test]
+fn the_fc_agrees_as_gemvs_and_as_a_gemm() {
+    let path = common::root().join("specs/resnet18.rn");
+    for (batch, how) in [
+        (1, Strategy::Gemv),
+        (8, Strategy::Gemv),
+        (9, Strategy::Gemm),
+    ] {
+        let g = common::compile_with(
+            &path,
+            &BuildOptions {
+                batch,
+                input: Some([3, 32, 32]),
+            },
+        );
+        let x = input_for(&g);
+        let (w, want) = common::finite_run(&g, &x, 5);
+        let p = common::program(&g, &w, 2);
+        for ks in kernel_sets() {
+            let mut c = compiled(&p, with_kernels(ks, 2));
+            let fc: Vec<_> = c
+                .steps()
+                .iter()
+                .filter(|i| i.op == "linear")
+                .map(|i| i.strategy)
+                .collect();
+            assert_eq!(fc, [how], "batch {batch} {ks}");
+            let err = rel(&c.run(&x).unwrap(), &want);
+            assert!(err <= 1e-4, "batch {batch} {ks}: {err:e}");
+        }
+    }
+}
+
 #[test]
 fn a_forced_strategy_gives_the_same_result() {
     let g = common::compile_with(

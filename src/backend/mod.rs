@@ -171,6 +171,8 @@ pub enum Strategy {
     ImplicitGemm,
     /// A matrix product (fc).
     Gemm,
+    /// Matrix-vector products (an fc at small batches).
+    Gemv,
     /// A generated elementwise loop.
     Loop,
     /// A hand-written kernel (pooling, softmax...).
@@ -193,6 +195,7 @@ impl Strategy {
             Strategy::Im2col => "im2col",
             Strategy::ImplicitGemm => "implicit-gemm",
             Strategy::Gemm => "gemm",
+            Strategy::Gemv => "gemv",
             Strategy::Loop => "loop",
             Strategy::Kernel => "kernel",
             Strategy::Reference => "reference",

@@ -6,7 +6,7 @@
 use super::codegen::{Arg, MapOp, Step as Code};
 use super::kernels::Kernels;
 use super::strategy::{self, ConvStrategy};
-use super::{gemm, winograd};
+use super::{gemm, gemv, winograd};
 use crate::backend::program::{Kind, Program};
 use crate::backend::{StepInfo, Strategy};
 use crate::ir::At;
@@ -255,13 +255,17 @@ pub fn lower(
                 how
             }
             Kind::Linear { n, in_features, .. } => {
-                l.scratch = l.scratch.max(gemm::packed_b_len(*in_features, *n));
                 let d = desc(Desc::Linear { step: k }, &mut l);
                 l.code.push(Code::Call {
                     symbol: "rt_linear",
                     args: vec![d, arena(0), out],
                 });
-                Strategy::Gemm
+                if *n <= gemv::MAX_BATCH {
+                    Strategy::Gemv
+                } else {
+                    l.scratch = l.scratch.max(gemm::packed_b_len(*in_features, *n));
+                    Strategy::Gemm
+                }
             }
             Kind::ScaleShift { .. } if blocked => {
                 let d = desc(Desc::ScaleShift { step: k }, &mut l);

@@ -8,6 +8,7 @@ pub mod amx;
 pub mod blocked;
 pub mod codegen;
 pub mod gemm;
+pub mod gemv;
 pub mod kernels;
 pub mod lower;
 pub mod runtime;
@@ -35,7 +36,8 @@ use gemm::PackedA;
 use kernels::Kernels;
 use lower::{Desc, Lowered};
 use runtime::{
-    BlockedConvDesc, ConvDesc, GlobalDesc, LinearDesc, PadDesc, PoolDesc, ScaleShiftDesc, Shared,
+    BlockedConvDesc, ConvDesc, GlobalDesc, LinearDesc, LinearWeights, PadDesc, PoolDesc,
+    ScaleShiftDesc, Shared,
 };
 pub use strategy::ConvStrategy;
 
@@ -806,7 +808,7 @@ fn build(
                 step: info,
                 n,
                 f: in_features,
-                a: PackedA::pack(&weight(w), out_features, in_features),
+                w: LinearWeights::pack(&weight(w), out_features, in_features, n),
                 bias: bias.map(weight),
             })
         }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::gemm::{self, Epilogue, PackedA, ResidualRead};
+use super::gemv::{self, Strips};
 use super::kernels::Kernels;
 use super::strategy::ConvStrategy;
 use super::team::{TaskPtr, Team};
@@ -367,8 +368,27 @@ pub struct LinearDesc {
     pub step: usize,
     pub n: usize,
     pub f: usize,
-    pub a: PackedA,
+    pub w: LinearWeights,
     pub bias: Option<Vec<f32>>,
+}
+
+/// An fc's weights, packed for the batch it was compiled for.
+pub enum LinearWeights {
+    /// A GEMM over the batch.
+    Gemm(PackedA),
+    /// GEMVs, a batch of at most [`gemv::MAX_BATCH`].
+    Gemv(Strips),
+}
+
+impl LinearWeights {
+    /// How an fc over `n` images runs: its weights `m x k`, row-major.
+    pub fn pack(w: &[f32], m: usize, k: usize, n: usize) -> LinearWeights {
+        if n <= gemv::MAX_BATCH {
+            LinearWeights::Gemv(Strips::pack(w, m, k))
+        } else {
+            LinearWeights::Gemm(PackedA::pack(w, m, k))
+        }
+    }
 }
 
 // SAFETY: only read while the network runs.
@@ -382,6 +402,15 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
     // SAFETY: the descriptor and its network's shared state are live.
     let (d, shared) = unsafe { (&*d, &*(*d).shared) };
     shared.guard(d.step, || {
+        let a = match &d.w {
+            LinearWeights::Gemm(a) => a,
+            LinearWeights::Gemv(w) => {
+                let bias = d.bias.as_deref();
+                // SAFETY: x holds n x f values and out room for n x o.
+                unsafe { gemv::run(shared.kernels, w, x, d.n, bias, out, &shared.team) };
+                return;
+            }
+        };
         // SAFETY: one step at a time uses the scratch, sized for this fc at compile time.
         let scratch = unsafe { &mut *shared.scratch.get() };
         // SAFETY: x holds n x f values.
@@ -399,12 +428,12 @@ pub unsafe extern "C" fn rt_linear(d: *const LinearDesc, x: *const f32, out: *mu
             residual: ResidualRead::None,
             relu: false,
             row_stride: 1,
-            col_stride: d.a.m,
+            col_stride: a.m,
             images: gemm::Images::one(d.n),
         };
         let b = gemm::BSource::Packed(scratch.as_ptr());
         // SAFETY: out holds n x o values; B is packed above.
-        unsafe { gemm::gemm(shared.kernels, &d.a, b, d.n, out, &epi, Some(&shared.team)) };
+        unsafe { gemm::gemm(shared.kernels, a, b, d.n, out, &epi, Some(&shared.team)) };
     });
 }
 

@@ -9,6 +9,7 @@ use super::epilogue::{self, Lanes};
 use super::{Blocked, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::TileArgs;
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
+use crate::backend::jit::gemv::{self, StripArgs};
 use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
@@ -18,6 +19,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm: Gemm {
         tile: gemm_tile,
         epilogue: gemm_epilogue,
+        gemv: gemv_strip,
         im2col: None,
     },
     blocked: Blocked {
@@ -342,4 +344,12 @@ unsafe fn winograd_input(r: &InputRow) {
 unsafe fn winograd_output(r: &OutputRow) {
     // SAFETY: the features are enabled here; the rest is the caller's.
     unsafe { winograd::output_row::<V>(r) }
+}
+
+/// # Safety
+/// As [`gemv::strip`]; AVX2 and FMA are available.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemv_strip(a: &StripArgs) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { gemv::strip::<V>(a) }
 }

@@ -10,6 +10,7 @@ use super::epilogue::{self, Lanes};
 use super::{Blocked, BlockedTile, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::{Tap, TileArgs, BLOCK};
 use crate::backend::jit::gemm::{self, Acc, ConvGeom, Epilogue, Tile, MR, NR};
+use crate::backend::jit::gemv::{self, StripArgs};
 use crate::backend::jit::slide::{self, SlideRow, SlideTiles};
 use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
@@ -20,6 +21,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm: Gemm {
         tile: gemm_tile,
         epilogue: gemm_epilogue,
+        gemv: gemv_strip,
         im2col: Some(im2col),
     },
     blocked: Blocked {
@@ -655,3 +657,11 @@ static SLIDE: SlideTiles = SlideTiles {
         slide_tile::<2, 12>,
     ],
 };
+
+/// # Safety
+/// As [`gemv::strip`]; AVX-512F is available.
+#[target_feature(enable = "avx512f")]
+unsafe fn gemv_strip(a: &StripArgs) {
+    // SAFETY: the features are enabled here; the rest is the caller's.
+    unsafe { gemv::strip::<V>(a) }
+}

@@ -15,6 +15,7 @@ pub mod portable;
 
 use super::blocked::TileArgs;
 use super::gemm::{Acc, ConvGeom, Epilogue, Tile};
+use super::gemv::StripArgs;
 use super::winograd::{InputRow, OutputRow};
 
 /// The selection of a one-block tile `$tile::<W, S>` by width (1 to 6)
@@ -62,6 +63,8 @@ pub struct Gemm {
     pub epilogue: unsafe fn(&Acc, *mut f32, &Epilogue),
     /// im2col packing with vector loads; `None`: the frame's scalar packing.
     pub im2col: Option<Im2colBlock>,
+    /// One strip of the fc at small batches (`gemv.rs`).
+    pub gemv: unsafe fn(&StripArgs),
 }
 
 /// The direct-conv kernels of a set, on channel-blocked maps.

@@ -6,6 +6,7 @@ use super::epilogue::{self, Lanes};
 use super::{Blocked, Gemm, Kernels, Peak, Winograd};
 use crate::backend::jit::blocked::{TileArgs, BLOCK};
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
+use crate::backend::jit::gemv::{self, StripArgs};
 use crate::backend::jit::winograd::{self, InputRow, OutputRow};
 
 pub static KERNELS: Kernels = Kernels {
@@ -15,6 +16,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm: Gemm {
         tile: gemm_tile,
         epilogue: gemm_epilogue,
+        gemv: gemv_strip,
         im2col: None,
     },
     blocked: Blocked {
@@ -215,4 +217,11 @@ unsafe fn winograd_input(r: &InputRow) {
 unsafe fn winograd_output(r: &OutputRow) {
     // SAFETY: the caller's promise, passed on.
     unsafe { winograd::output_row::<F32x8>(r) }
+}
+
+/// # Safety
+/// As [`gemv::strip`].
+unsafe fn gemv_strip(a: &StripArgs) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { gemv::strip::<F32x8>(a) }
 }
