@@ -10,6 +10,7 @@ pub mod io;
 pub mod ir;
 pub mod lower;
 pub mod onnx;
+pub mod pages;
 pub mod passes;
 pub mod report;
 pub mod syntax;

@@ -1,3 +1,9 @@
+/// Blocks of 1 MiB and up are mappings of resnetc's own: each goes back to
+/// the system when freed (glibc would keep some in its heap), and packing
+/// moves the pages of freed tensors into the weight store (`resnetc::pages`).
+#[global_allocator]
+static PAGES: resnetc::pages::Pages = resnetc::pages::Pages;
+
 fn main() -> std::process::ExitCode {
     // `resnetc compile ... -o - | head`: the reader went away, which is not
     // resnetc's failure. println! panics on a closed pipe; end quietly, as
@@ -15,25 +21,5 @@ fn main() -> std::process::ExitCode {
         }
         default(info);
     }));
-    large_frees_go_back();
     resnetc::cli::main()
 }
-
-/// glibc serves a block from its heap once a freed block of that size
-/// raised its mmap threshold, and a freed heap block stays resident. Weights
-/// are freed one by one as they are packed: with a fixed threshold each
-/// tensor (1 MiB and up) is its own mapping and goes back to the system
-/// when freed, so unpacked and packed weights are never resident together.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn large_frees_go_back() {
-    const M_MMAP_THRESHOLD: i32 = -3;
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    // SAFETY: mallopt only sets an allocator parameter; called before any
-    // thread starts.
-    unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) };
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn large_frees_go_back() {}

@@ -230,6 +230,10 @@ pub struct Info {
     /// Where the compile time went, phase by phase (empty where a backend
     /// does not say).
     pub phases: Vec<(&'static str, Duration)>,
+    /// The packed weights' store, bytes, and how many of them were pages
+    /// of freed tensors, moved rather than faulted in (where a backend has
+    /// one).
+    pub store: Option<(usize, usize)>,
 }
 
 /// A compiled network, ready to run.

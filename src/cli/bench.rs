@@ -191,6 +191,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             "peak_gflops": peak,
             "peak_share": gflops / peak,
             "arena_bytes": info.arena_bytes,
+            "store_bytes": info.store.map(|s| s.0),
+            "store_moved_bytes": info.store.map(|s| s.1),
             "precision": if bf16 > 0 { "bf16" } else { "f32" },
             "bf16_convs": bf16,
             "amx_convs": amx,
@@ -213,6 +215,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             .map(|(k, d)| format!("{k} {:.1}", ms(*d)))
             .collect();
         println!("               ms: {}", parts.join(", "));
+        if let Some((bytes, moved)) = info.store {
+            let mb = |b: usize| b as f64 / (1u64 << 20) as f64;
+            println!(
+                "               weight store {:.1} MiB, {:.1} MiB of it pages of the tensors freed as they were packed",
+                mb(bytes),
+                mb(moved)
+            );
+        }
     }
     println!(
         "  latency      {:>9.2} ms median  (p10 {:.2}, p90 {:.2}; {} runs)",

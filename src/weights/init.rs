@@ -64,6 +64,8 @@ pub struct InitOptions {
 
 /// Weights for every parameter of the graph.
 pub fn init(g: &Graph, opts: InitOptions) -> Weights {
+    // Tensors side by side on 2 MB pages, which the JIT's store can take.
+    let _carving = crate::pages::Carving::begin();
     let mut w = Weights::default();
     for (_, n) in g.nodes() {
         for p in n.op.params() {

@@ -14,6 +14,8 @@ use crate::ir::Graph;
 /// A weight file for graph `g`: `.safetensors` by state_dict key, or an
 /// ONNX model's initializers bound to `g` by structure.
 pub fn load_for(path: &std::path::Path, g: &Graph) -> Result<Weights, String> {
+    // Tensors side by side on 2 MB pages, which the JIT's store can take.
+    let _carving = crate::pages::Carving::begin();
     let is_onnx = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));

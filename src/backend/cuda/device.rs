@@ -291,6 +291,7 @@ impl Executable for Compiled {
             arena_bytes: self.arena_bytes,
             compile_time: self.compile_time,
             phases: Vec::new(),
+            store: None,
         }
     }
 }

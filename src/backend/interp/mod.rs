@@ -116,6 +116,7 @@ impl Executable for Compiled {
             arena_bytes: 0,
             compile_time: self.compile_time,
             phases: Vec::new(),
+            store: None,
         }
     }
 }

@@ -14,7 +14,7 @@
 //! 4 blocks a tile on AVX-512, up to 4 one after another (as two halves)
 //! on AVX2, one (plain Rust) in the portable set.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::kernels::amx::Amx;
 use super::kernels::{BlockedTile, Kernels};
@@ -1171,10 +1171,18 @@ unsafe impl<S: Sync> Sync for Conv<S> {}
 /// are packed into it through `&mut`, then share it read-only (an `Arc`
 /// each): it lives as long as the last of them.
 pub struct Store {
-    ptr: *mut f32,
-    layout: std::alloc::Layout,
+    map: crate::pages::Mapping,
     used: usize,
     floats: usize,
+    backing: Mutex<Backing>,
+}
+
+/// Which of a store's 2 MB pages have been backed (filled from freed
+/// blocks, or left to be faulted in): each is decided once, before
+/// anything is written to it. And the bytes filled.
+struct Backing {
+    decided: Vec<bool>,
+    moved: usize,
 }
 
 // SAFETY: written only through `&mut Store` while convs are packed; shared
@@ -1182,13 +1190,6 @@ pub struct Store {
 unsafe impl Send for Store {}
 // SAFETY: as for Send.
 unsafe impl Sync for Store {}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr as *mut u8, self.layout) }
-    }
-}
 
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
@@ -1200,11 +1201,14 @@ pub struct Region<'a> {
     start: usize,
     used: usize,
     floats: usize,
-    _store: std::marker::PhantomData<&'a mut Store>,
+    /// The store's first float and its pages' state.
+    base: *mut f32,
+    backing: &'a Mutex<Backing>,
 }
 
 // SAFETY: a region is the only handle to its floats (regions are disjoint,
-// and the store is borrowed mutably while any exists).
+// and the store is borrowed mutably while any exists); the pages' state is
+// behind a lock.
 unsafe impl Send for Region<'_> {}
 
 impl Region<'_> {
@@ -1214,11 +1218,32 @@ impl Region<'_> {
             return None;
         }
         let at = self.used;
+        let lo = 4 * (self.start + at);
+        self.back(lo, lo + 4 * stored(len))?;
         // SAFETY: within the region, and handed out once: later takes start
-        // past it. The borrow of `self` keeps it from being shared.
-        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), len) };
+        // past it. The borrow of `self` keeps it from being shared. Its
+        // pages are backed (above): nothing moves them from here on.
+        let v = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(at), stored(len)) };
+        // Pages made of freed blocks hold old data: the padding to a whole
+        // line is zeroed (the packers write every float they are given).
+        v[len..].fill(0.0);
         self.used += stored(len);
-        Some((self.start + at, v))
+        Some((self.start + at, &mut v[..len]))
+    }
+
+    /// Backs the store's pages that bytes `lo..hi` of it fall in, those
+    /// not yet decided, with blocks freed meanwhile ([`crate::pages::fill`]).
+    fn back(&self, lo: usize, hi: usize) -> Option<()> {
+        let mut b = self.backing.lock().ok()?;
+        let huge = crate::pages::HUGE;
+        for page in lo / huge..hi.div_ceil(huge) {
+            let d = b.decided.get_mut(page)?;
+            if !*d {
+                *d = true;
+                b.moved += crate::pages::fill(self.base as usize + page * huge).ok()?;
+            }
+        }
+        Some(())
     }
 }
 
@@ -1264,24 +1289,31 @@ impl Store {
 
     /// Room for `floats` floats of weights (in regions of whole lines).
     pub fn sized(floats: usize) -> Result<Store, String> {
-        let bytes = (4 * floats).div_ceil(HUGE_PAGE).max(1) * HUGE_PAGE;
-        let too_big = || format!("cannot allocate {bytes} bytes for the conv weights");
-        let layout =
-            std::alloc::Layout::from_size_align(bytes, HUGE_PAGE).map_err(|_| too_big())?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { std::alloc::alloc(layout) } as *mut f32;
-        if ptr.is_null() {
-            return Err(too_big());
-        }
-        huge_pages(ptr as *mut u8, bytes);
-        // Pages are faulted in as the weights are packed into them, each
-        // as its unpacked tensor is freed: never all of both at once.
+        let map = crate::pages::Mapping::new(4 * floats)
+            .ok_or_else(|| format!("cannot allocate {} bytes for the conv weights", 4 * floats))?;
+        // Pages are backed as the weights are packed into them, each as
+        // its unpacked tensor is freed: never all of both at once.
+        let pages = map.len / crate::pages::HUGE;
         Ok(Store {
-            ptr,
-            layout,
+            map,
             used: 0,
             floats,
+            backing: Mutex::new(Backing {
+                decided: vec![false; pages],
+                moved: 0,
+            }),
         })
+    }
+
+    fn ptr(&self) -> *mut f32 {
+        self.map.ptr as *mut f32
+    }
+
+    /// Its bytes, and how many of them are pages of blocks freed while it
+    /// was packed (moved, not faulted in).
+    pub fn bytes(&self) -> (usize, usize) {
+        let moved = self.backing.lock().map_or(0, |b| b.moved);
+        (self.map.len, moved)
     }
 
     /// Disjoint regions of `floats[i]` floats each, in order, for convs to
@@ -1295,11 +1327,12 @@ impl Store {
         for &f in floats {
             out.push(Region {
                 // SAFETY: within the allocation (checked above).
-                ptr: unsafe { self.ptr.add(self.used) },
+                ptr: unsafe { self.ptr().add(self.used) },
                 start: self.used,
                 used: 0,
                 floats: stored(f),
-                _store: std::marker::PhantomData,
+                base: self.ptr(),
+                backing: &self.backing,
             });
             self.used += stored(f);
         }
@@ -1311,11 +1344,12 @@ impl Store {
         let left = self.floats - self.used;
         let r = Region {
             // SAFETY: within the allocation (used <= floats).
-            ptr: unsafe { self.ptr.add(self.used) },
+            ptr: unsafe { self.ptr().add(self.used) },
             start: self.used,
             used: 0,
             floats: left,
-            _store: std::marker::PhantomData,
+            base: self.ptr(),
+            backing: &self.backing,
         };
         self.used = self.floats;
         r
@@ -1329,7 +1363,7 @@ impl Store {
         );
         // SAFETY: inside the part handed out (checked), which nothing writes
         // once the store is shared.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(offset), len) }
+        unsafe { std::slice::from_raw_parts(self.ptr().add(offset), len) }
     }
 }
 

@@ -546,7 +546,15 @@ fn compile(
             })
             .unwrap_or(0)
     };
-    jobs.sort_by_key(|s| std::cmp::Reverse(size(s)));
+    if matches!(source, Source::Owned(_)) {
+        // Last step first (layer4's convs, the largest, then back): the
+        // reverse of the order the tensors were read in, side by side
+        // (`pages::Carving`), so that their 2 MB pages are freed whole one
+        // after another, while the store still has pages to back with them.
+        jobs.sort_by_key(|s| std::cmp::Reverse(l.descs[*s].step()));
+    } else {
+        jobs.sort_by_key(|s| std::cmp::Reverse(size(s)));
+    }
     let floats: Vec<usize> = jobs
         .iter()
         .filter_map(|&slot| stored(&l.descs[slot]))
@@ -577,6 +585,9 @@ fn compile(
     } else {
         blocked::Precision::F32
     };
+    // Tensors given up are freed as they are packed: their blocks back the
+    // store's pages from here on, instead of fresh ones.
+    let recycling = matches!(source, Source::Owned(_)).then(crate::pages::Recycling::begin);
     shared.team.run(jobs.len(), &|i| {
         let Some((slot, mut region)) = inputs[i].lock().ok().and_then(|mut v| v.take()) else {
             return;
@@ -616,6 +627,8 @@ fn compile(
             }
         };
     }
+    drop(recycling);
+    let store_bytes = store.as_ref().map(|s| s.bytes());
     // Every conv is packed: the store is shared from here on, read only.
     if let Some(store) = store.take() {
         let store = Arc::new(store);
@@ -680,6 +693,7 @@ fn compile(
         kernels: jit.kernels,
         compile_time: start.elapsed(),
         phases,
+        store_bytes,
         threads,
         shared,
     })
@@ -892,6 +906,7 @@ pub struct Compiled {
     kernels: &'static Kernels,
     compile_time: Duration,
     phases: Vec<(&'static str, Duration)>,
+    store_bytes: Option<(usize, usize)>,
     threads: usize,
     shared: Box<Shared>,
 }
@@ -1001,6 +1016,7 @@ impl Executable for Compiled {
             arena_bytes: self.arena.layout.size(),
             compile_time: self.compile_time,
             phases: self.phases.clone(),
+            store: self.store_bytes,
         }
     }
 
