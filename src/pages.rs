@@ -28,19 +28,25 @@ use std::sync::{Mutex, MutexGuard};
 /// A 2 MB page, the store's unit.
 pub const HUGE: usize = 2 << 20;
 const PAGE: usize = 4096;
-/// Blocks from this size up are mappings of their own (as glibc's are
-/// past the threshold `main` sets).
+/// Blocks from this size up are mappings of their own.
 pub const BIG: usize = 1 << 20;
 /// Freed blocks kept at most (more go back to the system).
 const SLOTS: usize = 4096;
 
 /// The global allocator: blocks of [`BIG`] bytes and up are anonymous
-/// mappings, 2 MB-aligned and advised onto 2 MB pages; the rest is the
-/// system's. A block freed while convs are packed is kept for [`fill`].
+/// mappings (from 2 MB up, 2 MB-aligned and advised onto 2 MB pages), or
+/// carved from slabs while weights are read; the rest is the system's. A
+/// block freed while convs are packed is kept for [`fill`]. (On Linux on
+/// x86-64 and AArch64, whose `mmap` constants `sys` spells out; elsewhere
+/// everything is the system's.)
 pub struct Pages;
 
 fn ours(l: &Layout) -> bool {
-    cfg!(target_os = "linux") && l.size() >= BIG && l.align() <= PAGE
+    cfg!(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )) && l.size() >= BIG
+        && l.align() <= PAGE
 }
 
 fn round(bytes: usize) -> usize {
@@ -55,7 +61,8 @@ unsafe impl GlobalAlloc for Pages {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         if ours(&l) {
             let len = round(l.size());
-            slabs().carve(len, &POOL).unwrap_or_else(|| sys::map(len))
+            let carved = slabs().carve(len, &POOL);
+            carved.unwrap_or_else(|| sys::map(len))
         } else {
             // SAFETY: the caller's contract, passed on.
             unsafe { System.alloc(l) }
@@ -66,7 +73,8 @@ unsafe impl GlobalAlloc for Pages {
         if ours(&l) {
             // Fresh memory, a slab's or a mapping's, reads as zeros.
             let len = round(l.size());
-            slabs().carve(len, &POOL).unwrap_or_else(|| sys::map(len))
+            let carved = slabs().carve(len, &POOL);
+            carved.unwrap_or_else(|| sys::map(len))
         } else {
             // SAFETY: the caller's contract, passed on.
             unsafe { System.alloc_zeroed(l) }
@@ -76,7 +84,8 @@ unsafe impl GlobalAlloc for Pages {
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         if ours(&l) {
             let len = round(l.size());
-            if !slabs().free(p as usize, len, &POOL) {
+            let carved = slabs().free(p as usize, len, &POOL);
+            if !carved {
                 release(p as usize, len);
             }
         } else {
@@ -93,9 +102,7 @@ unsafe impl GlobalAlloc for Pages {
         match (ours(&l), ours(&new)) {
             // SAFETY: the caller's contract, passed on.
             (false, false) => unsafe { System.realloc(p, l, size) },
-            (true, true) if !slabs().holds(p as usize) => {
-                sys::remap(p, round(l.size()), round(size))
-            }
+            (true, true) if !slabs_hold(p as usize) => sys::remap(p, round(l.size()), round(size)),
             _ => {
                 // SAFETY: `new` has a non-zero size (the caller's contract).
                 let q = unsafe { self.alloc(new) };
@@ -155,6 +162,10 @@ fn slabs() -> MutexGuard<'static, Slabs> {
     SLAB_TABLE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn slabs_hold(at: usize) -> bool {
+    slabs().of(at).is_some()
+}
+
 /// The 2 MB pages of a slab that bytes `at..at + len` of it fall in.
 fn pages_of(at: usize, len: usize) -> std::ops::Range<usize> {
     at / HUGE..(at + len).div_ceil(HUGE)
@@ -197,20 +208,19 @@ impl Slabs {
         Some((s.lo + at) as *mut u8)
     }
 
-    fn holds(&self, at: usize) -> bool {
-        self.slabs
-            .iter()
-            .any(|s| s.lo != 0 && (s.lo..s.lo + SLAB).contains(&at))
+    /// The slab a carved block at `at` is in. A pooled page's range is
+    /// not the slab's any more (its memory was moved or unmapped, and the
+    /// system may map another block there): no live block starts in one.
+    fn of(&self, at: usize) -> Option<usize> {
+        self.slabs.iter().position(|s| {
+            s.lo != 0 && (s.lo..s.lo + SLAB).contains(&at) && !s.pooled[(at - s.lo) / HUGE]
+        })
     }
 
     /// Frees a carved block (false if `at` is not one): each of its pages
     /// that no block is left in, and none will be carved from, is let go.
     fn free(&mut self, at: usize, len: usize, pool: &Mutex<Pool>) -> bool {
-        let Some(i) = self
-            .slabs
-            .iter()
-            .position(|s| s.lo != 0 && (s.lo..s.lo + SLAB).contains(&at))
-        else {
+        let Some(i) = self.of(at) else {
             return false;
         };
         let s = &mut self.slabs[i];
@@ -348,9 +358,8 @@ impl Drop for Recycling {
 /// Backs the 2 MB page at `dst` (2 MB-aligned, in a mapping of
 /// [`Mapping`]'s, never touched yet) with freed blocks: one whole 2 MB
 /// page of one if any has one, else pieces of several; what they do not
-/// cover is faulted in as usual when written. Returns the bytes moved, or
-/// an error if part of the page could not be mapped again.
-pub fn fill(dst: usize) -> Result<usize, String> {
+/// cover is faulted in as usual when written. Returns the bytes moved.
+pub fn fill(dst: usize) -> usize {
     pool().fill(dst)
 }
 
@@ -363,7 +372,7 @@ impl Pool {
         }
     }
 
-    fn fill(&mut self, dst: usize) -> Result<usize, String> {
+    fn fill(&mut self, dst: usize) -> usize {
         // A whole 2 MB page, kept whole.
         for i in 0..self.n {
             let (lo, hi) = self.pieces[i];
@@ -374,8 +383,8 @@ impl Pool {
             self.pieces[i] = (lo, a);
             self.keep((a + HUGE, hi));
             self.tidy(i);
-            sys::replace(a, HUGE, dst)?;
-            return Ok(HUGE);
+            sys::replace(a, HUGE, dst);
+            return HUGE;
         }
         // Pieces, from the top of the last block down.
         let mut off = 0;
@@ -385,10 +394,10 @@ impl Pool {
             let k = (hi - lo).min(HUGE - off);
             self.pieces[i] = (lo, hi - k);
             self.tidy(i);
-            sys::replace(hi - k, k, dst + off)?;
+            sys::replace(hi - k, k, dst + off);
             off += k;
         }
-        Ok(off)
+        off
     }
 
     /// Keeps `piece` (unless empty), or unmaps it if no slot is free.
@@ -441,7 +450,10 @@ impl Drop for Mapping {
     }
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
 mod sys {
     use super::HUGE;
     use std::ffi::c_void;
@@ -462,7 +474,6 @@ mod sys {
     }
     const PROT_RW: i32 = 0x1 | 0x2;
     const MAP_PRIVATE_ANON: i32 = 0x02 | 0x20;
-    const MAP_FIXED: i32 = 0x10;
     const MREMAP_MAYMOVE: i32 = 1;
     const MREMAP_FIXED: i32 = 2;
     const MADV_HUGEPAGE: i32 = 14;
@@ -538,29 +549,47 @@ mod sys {
     }
 
     /// Moves the pages of `src..src + len` (freed, ours) to `dst`, in
-    /// place of what was mapped there (untouched, ours). If the move
-    /// fails, `dst` is mapped afresh, and the source given back.
-    pub fn replace(src: usize, len: usize, dst: usize) -> Result<(), String> {
+    /// place of what was mapped there (untouched, ours).
+    pub fn replace(src: usize, len: usize, dst: usize) {
         let (s, d) = (src as *mut c_void, dst as *mut c_void);
         // SAFETY: both ranges are ours and nothing else refers to either
         // (see `fill`): the source is a freed block, the destination store
         // pages no one has written or handed out yet.
         let q = unsafe { mremap(s, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, d) };
         if q == d {
-            return Ok(());
+            return;
         }
-        // SAFETY: as above; MAP_FIXED over our own untouched range.
-        let fresh = unsafe { mmap(d, len, PROT_RW, MAP_PRIVATE_ANON | MAP_FIXED, -1, 0) };
+        // The move failed (the system is out of memory or of mappings),
+        // and may have unmapped `dst` first. Map it afresh, but not over
+        // a mapping another thread may have made there meanwhile.
+        const MAP_FIXED_NOREPLACE: i32 = 0x10_0000;
+        // SAFETY: a new mapping at our own range, refused if taken.
+        let fresh = unsafe {
+            mmap(
+                d,
+                len,
+                PROT_RW,
+                MAP_PRIVATE_ANON | MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
         unmap(src, len);
         if fresh == d {
-            Ok(())
-        } else {
-            Err(format!("cannot map {len} bytes of the weight store again"))
+            return;
         }
+        // The store has a hole that may be someone else's memory now: no
+        // write to it is safe, and the conv packed next would make one.
+        // Like an allocation that fails, this is not recoverable.
+        eprintln!("error: cannot map {len} bytes of the weight store again (out of memory)");
+        std::process::abort();
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 mod sys {
     use super::HUGE;
     use std::alloc::Layout;
@@ -583,12 +612,19 @@ mod sys {
     pub fn remap(_: *mut u8, _: usize, _: usize) -> *mut u8 {
         std::ptr::null_mut()
     }
-    pub fn replace(_: usize, _: usize, _: usize) -> Result<(), String> {
-        Err("no page moves here".into())
+    pub fn replace(_: usize, _: usize, _: usize) {
+        // The pool is empty here: nothing is ever ours to move.
+        unreachable!("no page moves here")
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(all(
+    test,
+    all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )
+))]
 mod tests {
     use super::*;
 
@@ -599,18 +635,18 @@ mod tests {
     #[test]
     fn freed_blocks_back_store_pages() {
         let mut pool = Box::new(Pool::new());
-        let l = Layout::from_size_align(3 * HUGE + 5 * PAGE, 64).unwrap();
-        // SAFETY: a non-zero layout; the block is written within its size
-        // and then given to the pool, as `dealloc` would, and not used again.
-        let p = unsafe { Pages.alloc(l) } as *mut u32;
+        let len = 3 * HUGE + 5 * PAGE;
+        // (A mapping as `Pages` makes one, not through it: a compile in
+        // another test could be carving.)
+        let p = sys::map(len) as *mut u32;
         assert!(!p.is_null());
         assert_eq!(p as usize % HUGE, 0, "a big block is 2 MB-aligned");
-        let words = l.size() / 4;
-        for i in 0..words {
+        for i in 0..len / 4 {
             // SAFETY: within the block.
             unsafe { *p.add(i) = i as u32 ^ 0x5eed };
         }
-        pool.keep((p as usize, p as usize + round(l.size())));
+        // Freed, as `dealloc` would: the block is not used again.
+        pool.keep((p as usize, p as usize + len));
         let word = |m: &Mapping, i: usize| {
             // SAFETY: within the mapping, which is backed (filled or fresh).
             unsafe { *(m.ptr as *const u32).add(i) ^ 0x5eed }
@@ -618,7 +654,7 @@ mod tests {
         // Three whole pages, then the 20 KB tail as a piece.
         for k in 0..4 {
             let m = Mapping::new(HUGE).unwrap();
-            let got = pool.fill(m.ptr as usize).unwrap();
+            let got = pool.fill(m.ptr as usize);
             if k < 3 {
                 assert_eq!(got, HUGE, "page {k}");
                 let first = word(&m, 0) as usize;
@@ -633,7 +669,7 @@ mod tests {
         }
         assert_eq!(pool.n, 0, "the block is used up");
         let m = Mapping::new(HUGE).unwrap();
-        assert_eq!(pool.fill(m.ptr as usize).unwrap(), 0, "an empty pool");
+        assert_eq!(pool.fill(m.ptr as usize), 0, "an empty pool");
     }
 
     /// Blocks carved side by side: a 2 MB page goes to the pool once every
@@ -671,11 +707,16 @@ mod tests {
         assert!(!slabs.free(lo + SLAB, mb(1.0), &pool), "not a slab's");
         // Page 1's words, whole and in place, back a store page.
         let m = Mapping::new(2 * HUGE).unwrap();
-        let got = pool.lock().unwrap().fill(m.ptr as usize + HUGE).unwrap();
+        let got = pool.lock().unwrap().fill(m.ptr as usize + HUGE);
         assert_eq!(got, HUGE);
         // SAFETY: within the mapping, its second page just filled.
         let first = unsafe { *((m.ptr as usize + HUGE) as *const u32) } as usize;
         assert_eq!(first % (HUGE / 4), 0, "a whole page of the slab");
+        // The page's range in the slab is a hole now, which the system may
+        // map another block into: freeing that block is not the slab's.
+        let hole = lo + first * 4;
+        assert!(slabs.of(hole).is_none());
+        assert!(!slabs.free(hole, mb(1.0), &pool), "a block in a hole");
         assert!((0..HUGE / 4).all(|i| {
             // SAFETY: as above.
             let v = unsafe { *((m.ptr as usize + HUGE + 4 * i) as *const u32) };

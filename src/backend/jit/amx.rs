@@ -141,6 +141,8 @@ impl Plan {
         // SAFETY: the same floats as 2-byte values (an f32's alignment
         // holds for u16), borrowed from the region alone.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u16, len * 2) };
+        // Store pages may hold a freed tensor's data: what no tile covers is zero.
+        dst.fill(0);
         let bits = |v: f32| half::bf16::from_f32(v).to_bits();
         for (t, tile) in dst.chunks_exact_mut(TILE / 2).enumerate() {
             let (j, s, b) = (t / (2 * steps), t / 2 % steps, t % 2);

@@ -504,6 +504,11 @@ impl Conv {
             let nb = (blocks - grp * full).min(full);
             let len = k * nb * BLOCK;
             let (offset, dst) = store.take(if bf16 { len / 2 } else { len })?;
+            if bf16 {
+                // Store pages may hold a freed tensor's data: whatever the
+                // pairs leave is zero (the f32 transpose writes every float).
+                dst.fill(0.0);
+            }
             groups.push((offset, dst.len()));
             let (v, pairs) = if bf16 {
                 f32_lines.resize(len, 0.0);
@@ -1240,7 +1245,7 @@ impl Region<'_> {
             let d = b.decided.get_mut(page)?;
             if !*d {
                 *d = true;
-                b.moved += crate::pages::fill(self.base as usize + page * huge).ok()?;
+                b.moved += crate::pages::fill(self.base as usize + page * huge);
             }
         }
         Some(())
