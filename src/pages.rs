@@ -226,6 +226,8 @@ impl Slabs {
         let s = &mut self.slabs[i];
         s.blocks -= 1;
         for p in pages_of(at - s.lo, len) {
+            // A live block's pages are the slab's (`of`): none is pooled.
+            debug_assert!(!s.pooled[p] && s.live[p] > 0);
             s.live[p] -= 1;
             if s.live[p] == 0 && (!s.open || (p + 1) * HUGE <= s.top) {
                 s.let_go(p, pool);
@@ -471,6 +473,7 @@ mod sys {
         fn mremap(old: *mut c_void, old_len: usize, new_len: usize, flags: i32, ...)
             -> *mut c_void;
         fn madvise(addr: *mut c_void, len: usize, advice: i32) -> i32;
+        fn write(fd: i32, buf: *const c_void, len: usize) -> isize;
     }
     const PROT_RW: i32 = 0x1 | 0x2;
     const MAP_PRIVATE_ANON: i32 = 0x02 | 0x20;
@@ -561,7 +564,10 @@ mod sys {
         }
         // The move failed (the system is out of memory or of mappings),
         // and may have unmapped `dst` first. Map it afresh, but not over
-        // a mapping another thread may have made there meanwhile.
+        // a mapping another thread may have made there meanwhile. (If
+        // `dst` is still ours, as when the mapping limit is hit first, the
+        // mapping is refused too and we abort below: which of the two it
+        // is cannot be told without a race.)
         const MAP_FIXED_NOREPLACE: i32 = 0x10_0000;
         // SAFETY: a new mapping at our own range, refused if taken.
         let fresh = unsafe {
@@ -581,7 +587,11 @@ mod sys {
         // The store has a hole that may be someone else's memory now: no
         // write to it is safe, and the conv packed next would make one.
         // Like an allocation that fails, this is not recoverable.
-        eprintln!("error: cannot map {len} bytes of the weight store again (out of memory)");
+        // (A fixed message with write(2): printing may allocate or panic,
+        // and the pool's lock is held.)
+        const MSG: &[u8] = b"error: cannot map part of the weight store again (out of memory)\n";
+        // SAFETY: writes a static buffer to stderr; a failure is ignored.
+        unsafe { write(2, MSG.as_ptr() as *const c_void, MSG.len()) };
         std::process::abort();
     }
 }
