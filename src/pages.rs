@@ -72,9 +72,8 @@ unsafe impl GlobalAlloc for Pages {
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         if ours(&l) {
             // Fresh memory, a slab's or a mapping's, reads as zeros.
-            let len = round(l.size());
-            let carved = slabs().carve(len, &POOL);
-            carved.unwrap_or_else(|| sys::map(len))
+            // SAFETY: the caller's contract, passed on.
+            unsafe { self.alloc(l) }
         } else {
             // SAFETY: the caller's contract, passed on.
             unsafe { System.alloc_zeroed(l) }
@@ -322,14 +321,12 @@ fn pool() -> MutexGuard<'static, Pool> {
 
 fn release(at: usize, len: usize) {
     let mut p = pool();
-    if p.packing > 0 && p.n < SLOTS {
-        let n = p.n;
-        p.pieces[n] = (at, at + len);
-        p.n += 1;
-        return;
+    if p.packing > 0 {
+        p.keep((at, at + len));
+    } else {
+        drop(p);
+        sys::unmap(at, len);
     }
-    drop(p);
-    sys::unmap(at, len);
 }
 
 /// Freed blocks are kept while this lives (convs are being packed), and

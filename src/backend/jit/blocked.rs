@@ -1196,7 +1196,7 @@ unsafe impl Send for Store {}
 // SAFETY: as for Send.
 unsafe impl Sync for Store {}
 
-pub(crate) const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = crate::pages::HUGE;
 
 /// Part of a [`Store`], handed out for one conv to be packed into, on any
 /// thread: the regions of one `regions` call are disjoint.
@@ -1240,7 +1240,7 @@ impl Region<'_> {
     /// not yet decided, with blocks freed meanwhile ([`crate::pages::fill`]).
     fn back(&self, lo: usize, hi: usize) -> Option<()> {
         let mut b = self.backing.lock().ok()?;
-        let huge = crate::pages::HUGE;
+        let huge = HUGE_PAGE;
         for page in lo / huge..hi.div_ceil(huge) {
             let d = b.decided.get_mut(page)?;
             if !*d {
@@ -1298,7 +1298,7 @@ impl Store {
             .ok_or_else(|| format!("cannot allocate {} bytes for the conv weights", 4 * floats))?;
         // Pages are backed as the weights are packed into them, each as
         // its unpacked tensor is freed: never all of both at once.
-        let pages = map.len / crate::pages::HUGE;
+        let pages = map.len / HUGE_PAGE;
         Ok(Store {
             map,
             used: 0,

@@ -546,7 +546,8 @@ fn compile(
             })
             .unwrap_or(0)
     };
-    if matches!(source, Source::Owned(_)) {
+    let owned = matches!(source, Source::Owned(_));
+    if owned {
         // Last step first (layer4's convs, the largest, then back): the
         // reverse of the order the tensors were read in, side by side
         // (`pages::Carving`), so that their 2 MB pages are freed whole one
@@ -587,7 +588,7 @@ fn compile(
     };
     // Tensors given up are freed as they are packed: their blocks back the
     // store's pages from here on, instead of fresh ones.
-    let recycling = matches!(source, Source::Owned(_)).then(crate::pages::Recycling::begin);
+    let recycling = owned.then(crate::pages::Recycling::begin);
     shared.team.run(jobs.len(), &|i| {
         let Some((slot, mut region)) = inputs[i].lock().ok().and_then(|mut v| v.take()) else {
             return;
