@@ -144,7 +144,14 @@ fn main() {
                         let conv = &convs[r % convs.len()];
                         // SAFETY: x and out hold the conv's maps (blocked or planar alike in size).
                         unsafe {
-                            conv.run(1, x.as_ptr(), std::ptr::null(), out.as_mut_ptr(), &pool)
+                            conv.run(
+                                1,
+                                x.as_ptr(),
+                                std::ptr::null(),
+                                out.as_mut_ptr(),
+                                kernels::epilogue::Also::NONE,
+                                &pool,
+                            )
                         };
                     }
                     best = best.min(start.elapsed().as_secs_f64() / reps as f64);

@@ -835,3 +835,32 @@ proptest! {
         }
     }
 }
+
+/// A pre-activation net's BN and ReLU of each block's input (a
+/// scale-shift: it does not fold) is made by the conv that makes the
+/// input, as a second output of its epilogue: no scale-shift step is left
+/// on blocked maps, the scale-shifts' outputs do not share bytes with the
+/// convs' inputs, and the logits equal those of the interpreter.
+#[test]
+fn a_preactivation_is_made_by_the_conv_before_it() {
+    let path = common::root().join("examples/preact_resnet164.rn");
+    let g = small(&path, 2, 16);
+    let x = input_for(&g);
+    let (w, want) = common::finite_run(&g, &x, 5);
+    let p = common::program(&g, &w, 2);
+    let shifts = p.steps.iter().filter(|s| s.op == "scale_shift").count();
+    // 53 blocks' bn1 and the head's bn (the first block's folds into the stem).
+    assert_eq!(shifts, 54);
+    for ks in kernel_sets() {
+        let mut c = compiled(&p, with_kernels(ks, 2));
+        let left: Vec<_> = c
+            .steps()
+            .iter()
+            .filter(|i| i.op == "scale_shift")
+            .map(|i| i.name.clone())
+            .collect();
+        assert!(left.is_empty(), "{ks}: {left:?}");
+        let err = rel(&c.run(&x).unwrap(), &want);
+        assert!(err <= 1e-4, "{ks}: {err:e}");
+    }
+}

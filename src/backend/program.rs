@@ -209,6 +209,11 @@ pub struct Program {
 }
 
 impl Program {
+    /// The optimization level it was prepared at.
+    pub fn level(&self) -> u8 {
+        self.prepared.level()
+    }
+
     /// Lower `prepared` to steps.
     pub fn lower(prepared: Prepared) -> Result<Program, GraphError> {
         let prepared = Arc::new(prepared);

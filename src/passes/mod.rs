@@ -256,7 +256,7 @@ pub fn prepare(m: Module, opts: &Options) -> Result<(Prepared, Log), GraphError>
 fn finish(mut m: Module, opts: &Options, log: &mut Log) -> Result<Prepared, GraphError> {
     run_pass(&LEGALIZE, &mut m, opts, log)?;
     let t = Instant::now();
-    let plan = plan_memory::plan(&m.graph);
+    let plan = plan_memory::plan(&m.graph, opts.level >= 2);
     log.record(PLAN_MEMORY, true, t.elapsed());
     crate::ir::plan::check(&m.graph, &plan).map_err(|mut e| {
         e.stage = Stage::Pass(PLAN_MEMORY);

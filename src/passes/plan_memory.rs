@@ -6,7 +6,9 @@
 //! (relu, scale-shift, add, or a conv's residual: the epilogue reads each
 //! element before it writes it). Offsets come from greedy-by-size packing:
 //! largest buffer first, each at the lowest aligned offset free for its
-//! whole lifetime. The schedule itself is left as it is.
+//! whole lifetime. The schedule itself is left as it is. At `-O2` a conv's
+//! inputs keep their bytes through a scale-shift of its output right
+//! after it, so that a backend may make it in the conv's epilogue.
 
 use petgraph::stable_graph::NodeIndex;
 
@@ -29,7 +31,8 @@ fn inplace_candidates(g: &Graph, i: NodeIndex) -> Vec<NodeIndex> {
     }
 }
 
-pub fn plan(g: &Graph) -> MemoryPlan {
+/// `fused`: the conv epilogues may make a scale-shift after them (`-O2`).
+pub fn plan(g: &Graph, fused: bool) -> MemoryPlan {
     let iv = liveness::intervals(g);
     let index: std::collections::HashMap<NodeIndex, usize> =
         iv.iter().enumerate().map(|(k, v)| (v.value, k)).collect();
@@ -57,6 +60,22 @@ pub fn plan(g: &Graph) -> MemoryPlan {
         e.0 = e.0.min(v.start);
         e.1 = e.1.max(v.end);
         e.2 = e.2.max(v.bytes);
+    }
+    // A scale-shift right after the conv it reads may be made by the conv's
+    // epilogue as a second output (the JIT does): the conv's inputs then
+    // stay put through it, so that the two never share bytes.
+    for (p, pair) in g.order.windows(2).enumerate().filter(|_| fused) {
+        let (conv, next) = (pair[0], pair[1]);
+        if matches!(g.node(conv).op, Op::Conv2d { .. })
+            && matches!(g.node(next).op, Op::ScaleShift { .. })
+            && g.inputs(next) == [conv]
+        {
+            for u in g.inputs(conv) {
+                if let Some(e) = span.get_mut(&buffer[index[&u]]) {
+                    e.1 = e.1.max(p + 1);
+                }
+            }
+        }
     }
     let mut order: Vec<(usize, (usize, usize, u64))> = span.into_iter().collect();
     order.sort_by(|a, b| b.1 .2.cmp(&a.1 .2).then(a.1 .0.cmp(&b.1 .0)));

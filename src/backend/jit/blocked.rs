@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::kernels::amx::Amx;
+use super::kernels::epilogue::{Also, Lanes};
 use super::kernels::{BlockedTile, Kernels};
 use super::team::{TaskPtr, Team};
 
@@ -786,27 +787,65 @@ impl Conv {
 }
 
 impl Conv {
+    /// `also`'s second output of `n` finished output maps, one value at a time.
+    ///
+    /// # Safety
+    /// As [`Conv::run`]'s.
+    unsafe fn also_after(&self, n: usize, out: *const f32, also: Also) {
+        if also.out.is_null() {
+            return;
+        }
+        let (hw, blocks) = (self.g.oh * self.g.ow, self.g.o / BLOCK);
+        for i in 0..n * self.g.o * hw {
+            let c = i / (hw * BLOCK) % blocks * BLOCK + i % BLOCK;
+            let a = also.at(0, c);
+            // SAFETY: value i of the maps, channel c's scale and shift.
+            unsafe { a.put(a.lanes::<f32>(0), *out.add(i), i) };
+        }
+    }
+
     /// Group `grp`'s packed weights.
     fn group(&self, grp: usize) -> &[f32] {
         let (offset, len) = self.groups[grp];
         self.store.slice(offset, len)
     }
 
-    /// `out = relu?(conv(x) + bias + res)` for `n` images, on `team`.
+    /// `out = relu?(conv(x) + bias + res)` for `n` images, on `team`, and
+    /// `also`'s second output of it.
     ///
     /// # Safety
     /// `x` holds `n` input maps, `out` (and `res`, unless null) `n` output
     /// maps of the geometry, in their layouts. `res` may be `out` itself.
-    pub unsafe fn run(&self, n: usize, x: *const f32, res: *const f32, out: *mut f32, team: &Team) {
-        if let Some(plan) = &self.amx {
-            let (offset, len) = plan.weights;
+    /// Unless null, `also.out` holds `n` output maps too, apart from the
+    /// others, and its scales and shifts one value an output channel.
+    pub unsafe fn run(
+        &self,
+        n: usize,
+        x: *const f32,
+        res: *const f32,
+        out: *mut f32,
+        also: Also,
+        team: &Team,
+    ) {
+        let planned = match (&self.amx, &self.slide) {
+            (Some(plan), _) => Some(plan.weights),
+            (None, Some(plan)) => Some(plan.weights),
+            (None, None) => None,
+        };
+        if let Some((offset, len)) = planned {
+            let w = self.store.slice(offset, len);
             // SAFETY: as this function's; the plan's weights are in the store.
-            return unsafe { plan.run(self.store.slice(offset, len), n, x, res, out, team) };
-        }
-        if let Some(plan) = &self.slide {
-            let (offset, len) = plan.weights;
-            // SAFETY: as this function's; the plan's weights are in the store.
-            return unsafe { plan.run(self.store.slice(offset, len), n, x, res, out, team) };
+            unsafe {
+                match (&self.amx, &self.slide) {
+                    (Some(plan), _) => plan.run(w, n, x, res, out, team),
+                    (None, Some(plan)) => plan.run(w, n, x, res, out, team),
+                    (None, None) => {}
+                }
+                // (The JIT fuses a second output only where these plans
+                // are not taken; this keeps the contract if one is.)
+                self.also_after(n, out, also);
+            }
+            return;
         }
         let g = &self.g;
         let x = match &self.subsampled {
@@ -882,7 +921,7 @@ impl Conv {
                 let (grp, img, oy) = (r / (n * g.oh), r / g.oh % n, r % g.oh);
                 let end = (oy + p1 - r).min(g.oh).min(oy.saturating_add(chunk));
                 // SAFETY: these rows of group grp of image img are this task's alone.
-                unsafe { self.rows(img, grp, (oy, end), io, relu) };
+                unsafe { self.rows(img, grp, (oy, end), io, also, relu) };
                 r += end - oy;
             }
         });
@@ -897,6 +936,7 @@ impl Conv {
         grp: usize,
         (oy0, oy1): (usize, usize),
         (x, bias, res, out): (*const f32, *const f32, *const f32, *mut f32),
+        also: Also,
         relu: bool,
     ) {
         let g = &self.g;
@@ -1054,7 +1094,11 @@ impl Conv {
                 for (
                     j,
                     Planned {
-                        args, list, run, ..
+                        args,
+                        list,
+                        run,
+                        len,
+                        ..
                     },
                 ) in planned.iter_mut().enumerate()
                 {
@@ -1071,6 +1115,22 @@ impl Conv {
                     };
                     // SAFETY: the taps address x only inside the input map.
                     unsafe { run(args) };
+                    if args.last && !also.out.is_null() {
+                        // The tile's pixels of the second map, and its channels.
+                        // SAFETY: args.out is a pointer into out's maps.
+                        let at = unsafe { args.out.offset_from(out) } as usize;
+                        let a = also.at(at, at / out_plane % (g.o / BLOCK) * BLOCK);
+                        let tile = AlsoTile {
+                            out: args.out,
+                            blocks: args.blocks,
+                            len: *len,
+                            plane: out_plane,
+                            step: args.out_step,
+                        };
+                        // SAFETY: the tile's outputs are stored; also's map
+                        // is laid out as they are.
+                        unsafe { (self.kernels.blocked.also)(&a, &tile) };
+                    }
                 }
             }
         });
@@ -1522,6 +1582,41 @@ impl TileArgs<'_> {
     }
 }
 
+/// A finished tile's outputs: `len` pixels `step` floats apart of each of
+/// `blocks` blocks `plane` floats apart, from `out`.
+pub struct AlsoTile {
+    pub out: *const f32,
+    pub blocks: usize,
+    pub len: usize,
+    pub plane: usize,
+    pub step: usize,
+}
+
+/// A finished tile's second output ([`Also`], at the tile's first pixel
+/// and channel), read back from the output it has just stored (from L1).
+/// A pass of its own, not a term of the tiles' epilogue: there, it made
+/// them keep their accumulators in memory (ResNet-50 ran 2.5x slower).
+///
+/// # Safety
+/// The tile's outputs are stored; `also`'s map is laid out as the output
+/// and holds the tile's pixels, its scales and shifts the tile's channels;
+/// the CPU has `L`'s features.
+#[inline(always)]
+pub unsafe fn also_tile<L: Lanes>(also: &Also, t: &AlsoTile) {
+    for b in 0..t.blocks {
+        for lane in (0..BLOCK).step_by(L::N) {
+            // SAFETY: the caller's promise.
+            unsafe {
+                let st = also.lanes::<L>(b * BLOCK + lane);
+                for j in 0..t.len {
+                    let at = b * t.plane + j * t.step + lane;
+                    also.put(st, L::load(t.out.add(at)), at);
+                }
+            }
+        }
+    }
+}
+
 /// Whether `taps` come in runs of [`BLOCK`] whose `x` and `k` go up by
 /// one: a blocked input's channels, which a kernel may then step through
 /// without reading every tap.
@@ -1829,9 +1924,30 @@ pub(crate) mod tests {
                 Input::Planar | Input::Interleaved => x.clone(),
             };
             let mut out = to_blocked(&res, o, oh * ow);
+            // A second output, a pre-activation's BN and ReLU of the output.
+            let (sc, sh): (Vec<f32>, Vec<f32>) = (0..o)
+                .map(|c| (0.5 - (c % 5) as f32 * 0.3, (c % 3) as f32 * 0.2 - 0.2))
+                .unzip();
+            let mut second = vec![f32::NAN; out.len()];
+            let also = Also {
+                out: second.as_mut_ptr(),
+                scale: sc.as_ptr(),
+                shift: sh.as_ptr(),
+                relu: true,
+            };
             // The residual read in place, as a network run does.
-            // SAFETY: xb holds n input maps and out n output maps of g, blocked.
-            unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), &team) };
+            // SAFETY: xb holds n input maps, out and second n output maps of
+            // g, blocked; sc and sh a value an output channel.
+            unsafe { conv.run(n, xb.as_ptr(), out.as_ptr(), out.as_mut_ptr(), also, &team) };
+            for (i, (&v, &y)) in out.iter().zip(&second).enumerate() {
+                let c = i / (oh * ow * BLOCK) % (o / BLOCK) * BLOCK + i % BLOCK;
+                let want = crate::backend::jit::kernels::epilogue::relu(v * sc[c] + sh[c]);
+                assert_eq!(
+                    y.to_bits(),
+                    want.to_bits(),
+                    "{ks:?} {g:?}: second output at {i}"
+                );
+            }
             let got = from_blocked(&out, o, oh * ow);
             let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {

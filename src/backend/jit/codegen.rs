@@ -23,7 +23,7 @@ const F32X4: types::Type = types::F32X4;
 /// The kernels generated code may call, by symbol.
 pub const RUNTIME: &[(&str, usize)] = &[
     ("rt_conv", 4),
-    ("rt_conv_blocked", 4),
+    ("rt_conv_blocked", 5),
     ("rt_max_pool_blocked", 3),
     ("rt_global_avg_blocked", 3),
     ("rt_linear", 3),

@@ -21,9 +21,11 @@ pub enum Desc {
         step: usize,
         strategy: ConvStrategy,
     },
-    /// A conv on channel-blocked maps.
+    /// A conv on channel-blocked maps; `also`: the scale-shift step its
+    /// epilogue makes as a second output ([`second_output`]).
     BlockedConv {
         step: usize,
+        also: Option<usize>,
     },
     /// A Winograd conv on channel-blocked maps.
     WinogradConv {
@@ -89,7 +91,7 @@ impl Desc {
     pub fn step(self) -> Option<usize> {
         match self {
             Desc::Conv { step, .. }
-            | Desc::BlockedConv { step }
+            | Desc::BlockedConv { step, .. }
             | Desc::WinogradConv { step, .. }
             | Desc::Linear { step }
             | Desc::Pool { step, .. }
@@ -167,7 +169,12 @@ pub fn lower(
             args: vec![Arg::Desc(t), Arg::Const(0)],
         });
     }
+    // A scale-shift made by the conv before it.
+    let mut absorbed = None;
     for (k, s) in p.steps.iter().enumerate() {
+        if absorbed == Some(k) {
+            continue;
+        }
         let info = l.infos.len();
         let desc = |d: Desc, l: &mut Lowered| {
             l.descs.push(d);
@@ -217,7 +224,10 @@ pub fn lower(
                     let bf16 = bf16 && on_blocked.is_some_and(|g| super::blocked::takes_bf16(&g));
                     (
                         "rt_conv_blocked",
-                        Desc::BlockedConv { step: k },
+                        Desc::BlockedConv {
+                            step: k,
+                            also: None,
+                        },
                         if bf16 && amx && on_blocked.is_some_and(|g| super::amx::takes(&g)) {
                             Strategy::BlockedAmx
                         } else if bf16 {
@@ -247,11 +257,26 @@ pub fn lower(
                     Some(r) => Arg::Arena(r.buffer().offset),
                     None => Arg::Const(0),
                 };
-                let d = desc(d, &mut l);
-                l.code.push(Code::Call {
-                    symbol,
-                    args: vec![d, arena(0), res, out],
-                });
+                let mut args = vec![arena(0), res, out];
+                let d = match d {
+                    Desc::BlockedConv { step, .. } => {
+                        // Only the direct tiles' epilogue has the second output.
+                        // (At -O2: the levels below fuse nothing.)
+                        let direct = matches!(how, Strategy::Blocked | Strategy::BlockedBf16);
+                        let also = (direct && p.level() >= 2)
+                            .then(|| second_output(p, k))
+                            .flatten()
+                            .filter(|&n| fault != Some(p.steps[n].at.value.as_str()));
+                        args.push(
+                            also.map_or(Arg::Const(0), |n| Arg::Arena(p.steps[n].output.offset)),
+                        );
+                        absorbed = also;
+                        Desc::BlockedConv { step, also }
+                    }
+                    d => d,
+                };
+                args.insert(0, desc(d, &mut l));
+                l.code.push(Code::Call { symbol, args });
                 how
             }
             Kind::Linear { n, in_features, .. } => {
@@ -386,4 +411,39 @@ pub fn lower(
         }
     }
     l
+}
+
+/// The scale-shift of step `k + 1` if conv step `k`'s epilogue can make it
+/// as a second output: it reads only the conv's output, and its own
+/// overlaps none of the conv's inputs (it is written while they are read)
+/// and either is the output's bytes or lies apart from them.
+/// A pre-activation block's input goes through BN and ReLU this way as the
+/// previous block's last conv stores it, and the map is not read again.
+fn second_output(p: &Program, k: usize) -> Option<usize> {
+    let (s, next) = (&p.steps[k], p.steps.get(k + 1)?);
+    if !matches!(next.kind, Kind::ScaleShift { .. }) {
+        return None;
+    }
+    let [x] = next.inputs.as_slice() else {
+        return None;
+    };
+    if x.offset != s.output.offset || x.len() != s.output.len() {
+        return None;
+    }
+    let bytes = |b: &crate::backend::program::Buffer| (b.offset, b.offset + 4 * b.len() as u64);
+    let (lo, hi) = bytes(&next.output);
+    let apart = |b: &crate::backend::program::Buffer| {
+        let (a, e) = bytes(b);
+        e <= lo || hi <= a
+    };
+    // Over the output itself: the plan put it there because nothing else
+    // reads the output (then each value is stored, read and overwritten),
+    // and a residual read in place there is read before it is stored.
+    let over = bytes(&s.output) == (lo, hi);
+    let fits =
+        |b: &crate::backend::program::Buffer| apart(b) || (over && b.offset == s.output.offset);
+    let [x, rest @ ..] = s.inputs.as_slice() else {
+        return None;
+    };
+    (apart(x) && rest.iter().all(fits) && fits(&s.output)).then_some(k + 1)
 }

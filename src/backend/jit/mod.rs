@@ -371,7 +371,7 @@ fn compile(
     }
     // Floats of the store a conv on blocked maps is packed into.
     let stored = |d: &Desc| match *d {
-        Desc::BlockedConv { step } => strategy::blocked_geom(p, &p.steps[step])
+        Desc::BlockedConv { step, .. } => strategy::blocked_geom(p, &p.steps[step])
             .map(|g| blocked::floats_for(&g, jit.bf16, jit.amx.is_some())),
         Desc::WinogradConv { step, tile } => {
             strategy::blocked_geom(p, &p.steps[step]).map(|g| winograd::weight_len(&g, tile))
@@ -388,6 +388,8 @@ fn compile(
     let mut packed = Vec::new();
     let mut winograds = Vec::new();
     let mut jobs = Vec::new();
+    // A blocked conv's second output's scales, shifts and ReLU, by slot.
+    let mut alsos = std::collections::HashMap::new();
     let mut ticks = None;
     // A boxed descriptor's address goes in the table; the box is held, so
     // it stays put for as long as the code may read it.
@@ -421,6 +423,9 @@ fn compile(
                 | Desc::Linear { .. },
                 Some(_),
             ) => {
+                if let Desc::BlockedConv { also: Some(k), .. } = *d {
+                    alsos.insert(slot, scale_shift(&p.steps[k], &weight)?.0);
+                }
                 jobs.push(slot);
                 0
             }
@@ -487,20 +492,8 @@ fn compile(
                 )
             }
             (Desc::ScaleShift { .. }, Some(s)) => {
-                let Kind::ScaleShift {
-                    scale,
-                    shift,
-                    channels,
-                    plane,
-                    relu,
-                } = s.kind
-                else {
-                    return Err(s.error(STAGE, "a scale-shift descriptor for another op"));
-                };
-                let (scale, shift) = (weight(scale), weight(shift));
-                if scale.len() != channels || shift.len() != channels {
-                    return Err(s.error(STAGE, "a scale or shift not one value a channel"));
-                }
+                let (runtime::Affine { scale, shift, relu }, (channels, plane)) =
+                    scale_shift(s, &weight)?;
                 hold(
                     &mut held,
                     ScaleShiftDesc {
@@ -652,6 +645,7 @@ fn compile(
                     n,
                     conv: conv.bind(store.clone()),
                     pad: pad(slot),
+                    also: alsos.remove(&slot),
                 },
             );
         }
@@ -759,6 +753,28 @@ fn on_blocked_maps<'a>(
     };
     let g = strategy::blocked_geom(p, s).ok_or_else(|| s.error(STAGE, "no blocked geometry"))?;
     Ok((*weight, epilogue, geom.n, g))
+}
+
+/// A scale-shift step's scales, shifts and ReLU, and its (channels, plane).
+fn scale_shift(
+    s: &Step,
+    weight: &dyn Fn(WeightId) -> Vec<f32>,
+) -> Result<(runtime::Affine, (usize, usize)), GraphError> {
+    let Kind::ScaleShift {
+        scale,
+        shift,
+        channels,
+        plane,
+        relu,
+    } = s.kind
+    else {
+        return Err(s.error(STAGE, "a scale-shift descriptor for another op"));
+    };
+    let (scale, shift) = (weight(scale), weight(shift));
+    if scale.len() != channels || shift.len() != channels {
+        return Err(s.error(STAGE, "a scale or shift not one value a channel"));
+    }
+    Ok((runtime::Affine { scale, shift, relu }, (channels, plane)))
 }
 
 /// Pack step `s`'s weights for descriptor `d` (`region`: a blocked conv's

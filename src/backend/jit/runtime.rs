@@ -626,6 +626,16 @@ pub struct BlockedConvDesc {
     pub conv: super::blocked::Conv,
     /// An option A residual, built at this offset of the scratch first.
     pub pad: Option<(super::blocked::PadResidual, usize)>,
+    /// The scale-shift fused into the epilogue as a second output, if any:
+    /// the next step's (see `lower`).
+    pub also: Option<Affine>,
+}
+
+/// A scale-shift's per-channel scales and shifts, and whether ReLU follows.
+pub struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    pub relu: bool,
 }
 
 /// `res`, or the option A residual built from it into the scratch.
@@ -653,19 +663,32 @@ unsafe fn residual(
 }
 
 /// # Safety
-/// As [`rt_conv`]; `res` is null or holds the output's shape.
+/// As [`rt_conv`]; `res` is null or holds the output's shape; where the
+/// descriptor has a second output, `also` holds it (a map of the output's
+/// shape, apart from the others).
 pub unsafe extern "C" fn rt_conv_blocked(
     d: *const BlockedConvDesc,
     x: *const f32,
     res: *const f32,
     out: *mut f32,
+    also: *mut f32,
 ) {
+    use super::kernels::epilogue::Also;
     // SAFETY: the descriptor and its network's shared state are live.
     let (d, shared) = unsafe { (&*d, &*(*d).shared) };
+    let also = match &d.also {
+        Some(a) if !also.is_null() => Also {
+            out: also,
+            scale: a.scale.as_ptr(),
+            shift: a.shift.as_ptr(),
+            relu: a.relu,
+        },
+        _ => Also::NONE,
+    };
     // SAFETY: the caller's arena pointers hold the conv's maps.
     shared.guard(d.step, || unsafe {
         let res = residual(shared, d.n, &d.pad, res);
-        d.conv.run(d.n, x, res, out, &shared.team)
+        d.conv.run(d.n, x, res, out, also, &shared.team)
     });
 }
 

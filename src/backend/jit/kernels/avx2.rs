@@ -5,8 +5,9 @@
 
 use std::arch::x86_64::*;
 
-use super::epilogue::{self, Lanes};
+use super::epilogue::{self, Also, Lanes};
 use super::{Blocked, Gemm, Kernels, Peak, Winograd};
+use crate::backend::jit::blocked::AlsoTile;
 use crate::backend::jit::blocked::TileArgs;
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
 use crate::backend::jit::gemv::{self, StripArgs};
@@ -30,6 +31,7 @@ pub static KERNELS: Kernels = Kernels {
         max_width: |_| 6,
         tile: blocked_tile,
         prefetches: true,
+        also: also_tile,
         bf16: None,
         slide: None,
     },
@@ -100,6 +102,11 @@ unsafe impl Lanes for V {
     unsafe fn sub(self, o: V) -> V {
         // SAFETY: AVX is available.
         V(unsafe { _mm256_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: V) -> V {
+        // SAFETY: AVX is available.
+        V(unsafe { _mm256_mul_ps(self.0, o.0) })
     }
     #[inline(always)]
     unsafe fn mul_add(self, s: f32, acc: V) -> V {
@@ -352,4 +359,12 @@ unsafe fn winograd_output(r: &OutputRow) {
 unsafe fn gemv_strip(a: &StripArgs) {
     // SAFETY: the features are enabled here; the rest is the caller's.
     unsafe { gemv::strip::<V>(a) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::blocked::also_tile`]; the CPU has the set's features.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn also_tile(also: &Also, t: &AlsoTile) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::blocked::also_tile::<V>(also, t) }
 }

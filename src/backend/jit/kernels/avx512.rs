@@ -6,8 +6,9 @@
 
 use std::arch::x86_64::*;
 
-use super::epilogue::{self, Lanes};
+use super::epilogue::{self, Also, Lanes};
 use super::{Blocked, BlockedTile, Gemm, Kernels, Peak, Winograd};
+use crate::backend::jit::blocked::AlsoTile;
 use crate::backend::jit::blocked::{Tap, TileArgs, BLOCK};
 use crate::backend::jit::gemm::{self, Acc, ConvGeom, Epilogue, Tile, MR, NR};
 use crate::backend::jit::gemv::{self, StripArgs};
@@ -29,6 +30,7 @@ pub static KERNELS: Kernels = Kernels {
         max_width,
         tile: blocked_tile,
         prefetches: true,
+        also: also_tile,
         bf16: Some(super::Bf16 {
             supported: super::has_bf16_dot,
             tile: blocked_tile_bf16,
@@ -102,6 +104,11 @@ unsafe impl Lanes for V {
     unsafe fn sub(self, o: V) -> V {
         // SAFETY: AVX-512F is available.
         V(unsafe { _mm512_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: V) -> V {
+        // SAFETY: AVX-512F is available.
+        V(unsafe { _mm512_mul_ps(self.0, o.0) })
     }
     #[inline(always)]
     unsafe fn mul_add(self, s: f32, acc: V) -> V {
@@ -664,4 +671,12 @@ static SLIDE: SlideTiles = SlideTiles {
 unsafe fn gemv_strip(a: &StripArgs) {
     // SAFETY: the features are enabled here; the rest is the caller's.
     unsafe { gemv::strip::<V>(a) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::blocked::also_tile`]; the CPU has the set's features.
+#[target_feature(enable = "avx512f")]
+unsafe fn also_tile(also: &Also, t: &AlsoTile) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::blocked::also_tile::<V>(also, t) }
 }

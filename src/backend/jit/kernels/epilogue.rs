@@ -43,6 +43,11 @@ pub unsafe trait Lanes: Copy {
     /// # Safety
     /// The CPU has the set's features.
     unsafe fn sub(self, other: Self) -> Self;
+    /// Lane by lane, unfused.
+    ///
+    /// # Safety
+    /// The CPU has the set's features.
+    unsafe fn mul(self, other: Self) -> Self;
     /// `self * s + acc`, fused where the set has FMA.
     ///
     /// # Safety
@@ -98,6 +103,10 @@ unsafe impl Lanes for f32 {
         self - other
     }
     #[inline(always)]
+    unsafe fn mul(self, other: f32) -> f32 {
+        self * other
+    }
+    #[inline(always)]
     unsafe fn mul_add(self, s: f32, acc: f32) -> f32 {
         self * s + acc
     }
@@ -123,6 +132,81 @@ pub unsafe fn apply<L: Lanes>(acc: L, bias: L, residual: Option<L>, relu: bool) 
             v.relu()
         } else {
             v
+        }
+    }
+}
+
+/// An epilogue's second output: `relu?(v * scale + shift)` per channel of
+/// the value `v` it stores, into a map of the output's layout. A
+/// pre-activation net's block input goes through its BN and ReLU here, as
+/// the conv that makes it stores it: the map is read once, not twice.
+/// A null `out`: none.
+#[derive(Clone, Copy, Debug)]
+pub struct Also {
+    pub out: *mut f32,
+    pub scale: *const f32,
+    pub shift: *const f32,
+    pub relu: bool,
+}
+
+// SAFETY: the pointers are read-only scales and shifts and a map that the
+// tasks of a conv write at disjoint pixels, as they write its output.
+unsafe impl Sync for Also {}
+// SAFETY: as for Sync.
+unsafe impl Send for Also {}
+
+impl Also {
+    pub const NONE: Also = Also {
+        out: std::ptr::null_mut(),
+        scale: std::ptr::null(),
+        shift: std::ptr::null(),
+        relu: false,
+    };
+
+    /// `out` `at` floats on and the scales and shifts `channel` on.
+    pub fn at(self, at: usize, channel: usize) -> Also {
+        if self.out.is_null() {
+            return self;
+        }
+        Also {
+            out: self.out.wrapping_add(at),
+            scale: self.scale.wrapping_add(channel),
+            shift: self.shift.wrapping_add(channel),
+            relu: self.relu,
+        }
+    }
+
+    /// The scales and shifts of `L::N` channels from `channel`, if wanted.
+    ///
+    /// # Safety
+    /// Unless `out` is null, they hold those channels; the CPU has `L`'s features.
+    #[inline(always)]
+    pub unsafe fn lanes<L: Lanes>(&self, channel: usize) -> Option<(L, L)> {
+        if self.out.is_null() {
+            return None;
+        }
+        // SAFETY: the caller's promise.
+        unsafe {
+            Some((
+                L::load(self.scale.add(channel)),
+                L::load(self.shift.add(channel)),
+            ))
+        }
+    }
+
+    /// Store `relu?(v * scale + shift)` at `out + at` (as the standalone
+    /// scale-shift computes it, bit for bit), given [`Also::lanes`].
+    ///
+    /// # Safety
+    /// `out + at` has room for `L::N` floats; the CPU has `L`'s features.
+    #[inline(always)]
+    pub unsafe fn put<L: Lanes>(&self, st: Option<(L, L)>, v: L, at: usize) {
+        if let Some((s, t)) = st {
+            // SAFETY: the caller's promise.
+            unsafe {
+                let y = v.mul(s).add(t);
+                (if self.relu { y.relu() } else { y }).store(self.out.add(at));
+            }
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct Blocked {
     pub tile: fn(usize, usize, usize) -> BlockedTile,
     /// Whether the tile fetches the next slice's weights as it runs.
     pub prefetches: bool,
+    /// A finished tile's second output ([`crate::backend::jit::blocked::also_tile`]).
+    pub also: unsafe fn(&epilogue::Also, &crate::backend::jit::blocked::AlsoTile),
     /// bf16 dot products, where the set has them.
     pub bf16: Option<Bf16>,
     /// Row tiles for 3x3 convs with one or two output blocks (`slide.rs`),

@@ -2,8 +2,9 @@
 //! vectorizes what it can for the target's baseline). Also the reference
 //! the SIMD sets are tested against.
 
-use super::epilogue::{self, Lanes};
+use super::epilogue::{self, Also, Lanes};
 use super::{Blocked, Gemm, Kernels, Peak, Winograd};
+use crate::backend::jit::blocked::AlsoTile;
 use crate::backend::jit::blocked::{TileArgs, BLOCK};
 use crate::backend::jit::gemm::{Acc, Epilogue, Tile, MR, NR};
 use crate::backend::jit::gemv::{self, StripArgs};
@@ -24,6 +25,7 @@ pub static KERNELS: Kernels = Kernels {
         max_width: |_| 6,
         tile: blocked_tile,
         prefetches: false,
+        also: also_tile,
         bf16: None,
         slide: None,
     },
@@ -87,6 +89,14 @@ unsafe impl Lanes for F32x8 {
         let mut v = self.0;
         for (a, b) in v.iter_mut().zip(o.0) {
             *a -= b;
+        }
+        F32x8(v)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: F32x8) -> F32x8 {
+        let mut v = self.0;
+        for (a, b) in v.iter_mut().zip(o.0) {
+            *a *= b;
         }
         F32x8(v)
     }
@@ -224,4 +234,11 @@ unsafe fn winograd_output(r: &OutputRow) {
 unsafe fn gemv_strip(a: &StripArgs) {
     // SAFETY: the caller's promise, passed on.
     unsafe { gemv::strip::<F32x8>(a) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::blocked::also_tile`].
+unsafe fn also_tile(also: &Also, t: &AlsoTile) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::blocked::also_tile::<F32x8>(also, t) }
 }
