@@ -32,6 +32,7 @@ pub static KERNELS: Kernels = Kernels {
         tile: blocked_tile,
         prefetches: true,
         also: also_tile,
+        max_pool,
         bf16: None,
         slide: None,
     },
@@ -119,6 +120,15 @@ unsafe impl Lanes for V {
         // value second, a NaN stays NaN.
         // SAFETY: AVX is available.
         V(unsafe { _mm256_max_ps(_mm256_setzero_ps(), self.0) })
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, o: V) -> V {
+        // maxps gives `o` where either is NaN; then `self` where it is.
+        // SAFETY: AVX is available.
+        unsafe {
+            let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(self.0, self.0);
+            V(_mm256_blendv_ps(_mm256_max_ps(self.0, o.0), self.0, nan))
+        }
     }
 }
 
@@ -367,4 +377,12 @@ unsafe fn gemv_strip(a: &StripArgs) {
 unsafe fn also_tile(also: &Also, t: &AlsoTile) {
     // SAFETY: the caller's promise, passed on.
     unsafe { crate::backend::jit::blocked::also_tile::<V>(also, t) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::runtime::max_pool_row`]; the CPU has the set's features.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn max_pool(r: &crate::backend::jit::runtime::MaxPoolRow) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::runtime::max_pool_row::<V>(r) }
 }

@@ -31,6 +31,7 @@ pub static KERNELS: Kernels = Kernels {
         tile: blocked_tile,
         prefetches: true,
         also: also_tile,
+        max_pool,
         bf16: Some(super::Bf16 {
             supported: super::has_bf16_dot,
             tile: blocked_tile_bf16,
@@ -121,6 +122,19 @@ unsafe impl Lanes for V {
         // value second, a NaN stays NaN.
         // SAFETY: AVX-512F is available.
         V(unsafe { _mm512_max_ps(_mm512_setzero_ps(), self.0) })
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, o: V) -> V {
+        // maxps gives `o` where either is NaN; then `self` where it is.
+        // SAFETY: AVX-512F is available.
+        unsafe {
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(self.0, self.0);
+            V(_mm512_mask_blend_ps(
+                nan,
+                _mm512_max_ps(self.0, o.0),
+                self.0,
+            ))
+        }
     }
 }
 
@@ -679,4 +693,12 @@ unsafe fn gemv_strip(a: &StripArgs) {
 unsafe fn also_tile(also: &Also, t: &AlsoTile) {
     // SAFETY: the caller's promise, passed on.
     unsafe { crate::backend::jit::blocked::also_tile::<V>(also, t) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::runtime::max_pool_row`]; the CPU has the set's features.
+#[target_feature(enable = "avx512f")]
+unsafe fn max_pool(r: &crate::backend::jit::runtime::MaxPoolRow) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::runtime::max_pool_row::<V>(r) }
 }

@@ -58,6 +58,21 @@ pub unsafe trait Lanes: Copy {
     /// # Safety
     /// The CPU has the set's features.
     unsafe fn relu(self) -> Self;
+    /// The larger lane by lane, NaN where either is (PyTorch's max pool).
+    ///
+    /// # Safety
+    /// The CPU has the set's features.
+    unsafe fn max_nan(self, other: Self) -> Self;
+}
+
+/// [`Lanes::max_nan`] on one value.
+#[inline(always)]
+pub fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
+        b
+    } else {
+        a
+    }
 }
 
 /// PyTorch's ReLU on one value: `NaN < 0` is false, so NaN stays NaN
@@ -113,6 +128,10 @@ unsafe impl Lanes for f32 {
     #[inline(always)]
     unsafe fn relu(self) -> f32 {
         relu(self)
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, other: f32) -> f32 {
+        max_nan(self, other)
     }
 }
 

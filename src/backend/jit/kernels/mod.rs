@@ -79,6 +79,8 @@ pub struct Blocked {
     pub tile: fn(usize, usize, usize) -> BlockedTile,
     /// Whether the tile fetches the next slice's weights as it runs.
     pub prefetches: bool,
+    /// A row of a max pool's output on blocked maps ([`crate::backend::jit::runtime::max_pool_row`]).
+    pub max_pool: unsafe fn(&crate::backend::jit::runtime::MaxPoolRow),
     /// A finished tile's second output ([`crate::backend::jit::blocked::also_tile`]).
     pub also: unsafe fn(&epilogue::Also, &crate::backend::jit::blocked::AlsoTile),
     /// bf16 dot products, where the set has them.

@@ -26,6 +26,7 @@ pub static KERNELS: Kernels = Kernels {
         tile: blocked_tile,
         prefetches: false,
         also: also_tile,
+        max_pool,
         bf16: None,
         slide: None,
     },
@@ -111,6 +112,14 @@ unsafe impl Lanes for F32x8 {
     #[inline(always)]
     unsafe fn relu(self) -> F32x8 {
         F32x8(self.0.map(epilogue::relu))
+    }
+    #[inline(always)]
+    unsafe fn max_nan(self, o: F32x8) -> F32x8 {
+        let mut v = self.0;
+        for (a, b) in v.iter_mut().zip(o.0) {
+            *a = epilogue::max_nan(*a, b);
+        }
+        F32x8(v)
     }
 }
 
@@ -241,4 +250,11 @@ unsafe fn gemv_strip(a: &StripArgs) {
 unsafe fn also_tile(also: &Also, t: &AlsoTile) {
     // SAFETY: the caller's promise, passed on.
     unsafe { crate::backend::jit::blocked::also_tile::<F32x8>(also, t) }
+}
+
+/// # Safety
+/// As [`crate::backend::jit::runtime::max_pool_row`].
+unsafe fn max_pool(r: &crate::backend::jit::runtime::MaxPoolRow) {
+    // SAFETY: the caller's promise, passed on.
+    unsafe { crate::backend::jit::runtime::max_pool_row::<F32x8>(r) }
 }
