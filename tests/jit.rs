@@ -785,11 +785,13 @@ proptest! {
     }
 
     /// Winograd forced on random stride-1 3x3 convs on blocked maps: maps
-    /// smaller than a tile and not a multiple of 4, pads 0 to 2, 1 to 3
-    /// images (their tiles share each GEMM), with a residual block around.
+    /// smaller than a tile and not a multiple of 4, pads 0 to 2 (a dilated
+    /// conv's: `d` times that), taps 1 to 3 pixels apart, 1 to 3 images
+    /// (their tiles share each GEMM), with a residual block around.
     #[test]
     fn random_winograd_convs_agree(
         cin in prop::sample::select(vec![3usize, 16, 32]), cout_b in 1usize..5, p in 0usize..3,
+        d in prop::sample::select(vec![1usize, 1, 2, 3]),
         h in 1usize..14, w in 1usize..14, batch in 1usize..4,
         shortcut in prop::sample::select(vec!["B", "C", "none"]),
         (forced, strategy) in prop::sample::select(vec![
@@ -797,10 +799,10 @@ proptest! {
             ("winograd-f2", Strategy::WinogradF2),
         ]),
     ) {
-        let src = tiny_spec(cin, h, w, 16 * cout_b, 3, 1, p, 1, shortcut).replace(
+        let src = tiny_spec(cin, h, w, 16 * cout_b, 3, 1, d * p, 1, shortcut).replace(
             "stride 1\n}",
             "stride 1\n  head {\n    global_avg_pool\n    flatten\n    fc(10)\n  }\n}",
-        );
+        ).replace("groups = 1)", &format!("groups = 1, dilation = {d})"));
         // None: a 3x3 conv larger than its padded input.
         for (ks, c, err) in on_every_set(&src, batch, Some(forced)).unwrap_or_default() {
             // On blocked maps (not when an identity shortcut adds the planar

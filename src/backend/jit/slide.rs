@@ -31,9 +31,10 @@ pub struct SlideTiles {
 }
 
 /// Whether a conv of geometry `g` runs here: one Winograd could take
-/// (3x3, stride 1, blocked, `pad <= 2`) with 16 or 32 output channels.
+/// (3x3, stride 1, blocked, `pad <= 2`), undilated, with 16 or 32 output
+/// channels.
 pub fn takes(g: &Geom) -> bool {
-    winograd::eligible(g) && (g.o == BLOCK || g.o == 2 * BLOCK)
+    winograd::eligible(g) && g.dilation <= 1 && (g.o == BLOCK || g.o == 2 * BLOCK)
 }
 
 /// The slide tiles of kernel set `kernels` for a conv of geometry `g`,
