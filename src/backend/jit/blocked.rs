@@ -827,22 +827,22 @@ impl Conv {
         also: Also,
         team: &Team,
     ) {
-        let planned = match (&self.amx, &self.slide) {
-            (Some(plan), _) => Some(plan.weights),
-            (None, Some(plan)) => Some(plan.weights),
-            (None, None) => None,
-        };
-        if let Some((offset, len)) = planned {
-            let w = self.store.slice(offset, len);
+        // (The JIT fuses a second output only where neither plan is taken;
+        // `also_after` keeps the contract if one is.)
+        if let Some(plan) = &self.amx {
+            let (offset, len) = plan.weights;
             // SAFETY: as this function's; the plan's weights are in the store.
             unsafe {
-                match (&self.amx, &self.slide) {
-                    (Some(plan), _) => plan.run(w, n, x, res, out, team),
-                    (None, Some(plan)) => plan.run(w, n, x, res, out, team),
-                    (None, None) => {}
-                }
-                // (The JIT fuses a second output only where these plans
-                // are not taken; this keeps the contract if one is.)
+                plan.run(self.store.slice(offset, len), n, x, res, out, team);
+                self.also_after(n, out, also);
+            }
+            return;
+        }
+        if let Some(plan) = &self.slide {
+            let (offset, len) = plan.weights;
+            // SAFETY: as this function's; the plan's weights are in the store.
+            unsafe {
+                plan.run(self.store.slice(offset, len), n, x, res, out, team);
                 self.also_after(n, out, also);
             }
             return;

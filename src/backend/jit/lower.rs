@@ -7,7 +7,7 @@ use super::codegen::{Arg, MapOp, Step as Code};
 use super::kernels::Kernels;
 use super::strategy::{self, ConvStrategy};
 use super::{gemm, gemv, winograd};
-use crate::backend::program::{Kind, Program};
+use crate::backend::program::{Buffer, Kind, Program};
 use crate::backend::{StepInfo, Strategy};
 use crate::ir::At;
 
@@ -430,9 +430,9 @@ fn second_output(p: &Program, k: usize) -> Option<usize> {
     if x.offset != s.output.offset || x.len() != s.output.len() {
         return None;
     }
-    let bytes = |b: &crate::backend::program::Buffer| (b.offset, b.offset + 4 * b.len() as u64);
+    let bytes = |b: &Buffer| (b.offset, b.offset + 4 * b.len() as u64);
     let (lo, hi) = bytes(&next.output);
-    let apart = |b: &crate::backend::program::Buffer| {
+    let apart = |b: &Buffer| {
         let (a, e) = bytes(b);
         e <= lo || hi <= a
     };
@@ -440,8 +440,7 @@ fn second_output(p: &Program, k: usize) -> Option<usize> {
     // reads the output (then each value is stored, read and overwritten),
     // and a residual read in place there is read before it is stored.
     let over = bytes(&s.output) == (lo, hi);
-    let fits =
-        |b: &crate::backend::program::Buffer| apart(b) || (over && b.offset == s.output.offset);
+    let fits = |b: &Buffer| apart(b) || (over && b.offset == s.output.offset);
     let [x, rest @ ..] = s.inputs.as_slice() else {
         return None;
     };
